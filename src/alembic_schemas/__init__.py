@@ -1,0 +1,50 @@
+"""alembic-schemas: PostgreSQL schema-level migrations on Alembic."""
+
+from .api import (
+    CheckResult,
+    InitResult,
+    SchemaResult,
+    SchemaState,
+    add_stream,
+    alembic_config,
+    check,
+    current,
+    downgrade,
+    heads,
+    history,
+    init,
+    load,
+    merge,
+    revision,
+    show,
+    stamp,
+    status,
+    upgrade,
+)
+from .config import Project, load_project
+from .errors import AlembicSchemasError
+
+__all__ = [
+    "AlembicSchemasError",
+    "CheckResult",
+    "InitResult",
+    "Project",
+    "SchemaResult",
+    "SchemaState",
+    "add_stream",
+    "alembic_config",
+    "check",
+    "current",
+    "downgrade",
+    "heads",
+    "history",
+    "init",
+    "load",
+    "load_project",
+    "merge",
+    "revision",
+    "show",
+    "stamp",
+    "status",
+    "upgrade",
+]

@@ -1,0 +1,576 @@
+"""The public operations. The CLI only parses arguments and calls these.
+
+Each function takes ``config``: a loaded :class:`Project`, a path to a config file or its
+folder, or ``None`` to search upward from the working directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, ParamSpec, TypeVar
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import Script
+from alembic.script.revision import RevisionError as AlembicRevisionError
+from alembic.util import CommandError
+from sqlalchemy.engine import Connection, Engine
+
+from . import autogenerate, database, identifiers, scaffold, tenants
+from .config import Project, find_config, load_project
+from .errors import AlembicSchemasError, ConfigError, MigrationFailed, RevisionError
+from .streams import SCHEMA_KEY, Stream, streams_of
+
+ConfigArg = Project | str | os.PathLike[str] | None
+P = ParamSpec("P")
+R = TypeVar("R")
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def _user_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn Alembic's revision errors into our one-line RevisionError."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (CommandError, AlembicRevisionError) as exc:
+            raise RevisionError(str(exc).strip().splitlines()[0]) from exc
+
+    return wrapper
+
+
+def load(config: ConfigArg = None) -> Project:
+    return config if isinstance(config, Project) else load_project(config)
+
+
+@dataclass
+class SchemaState:
+    """Where one schema of one stream stands."""
+
+    stream: str
+    schema: str
+    tenant: bool
+    current: tuple[str, ...]
+    heads: tuple[str, ...]
+    pending: int
+    drift: list[str] | None = None
+
+    @property
+    def at_head(self) -> bool:
+        return self.pending == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "schema": self.schema,
+            "kind": "tenant" if self.tenant else "schema",
+            "current": list(self.current),
+            "heads": list(self.heads),
+            "pending": self.pending,
+            "drift": self.drift,
+        }
+
+
+@dataclass
+class SchemaResult:
+    """The outcome of applying one command to one schema."""
+
+    stream: str
+    schema: str
+    tenant: bool
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+    seconds: float
+    error: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "schema": self.schema,
+            "from": list(self.before),
+            "to": list(self.after),
+            "seconds": round(self.seconds, 4),
+            "status": "failed" if self.error else ("applied" if self.changed else "unchanged"),
+            "error": self.error,
+        }
+
+
+@dataclass
+class CheckResult:
+    stream: str
+    schema: str
+    tenant: bool
+    pending: int
+    differences: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return self.pending == 0 and not self.differences
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "schema": self.schema,
+            "pending": self.pending,
+            "differences": self.differences,
+        }
+
+
+class Session:
+    """A project plus one engine, for one API call."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.engine: Engine = database.project_engine(project, pool_pre_ping=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def connect(self) -> contextlib.AbstractContextManager[Connection]:
+        return database.connect(self.engine)
+
+    def targets(self, stream: Stream, only: Sequence[str] | None = None) -> list[str]:
+        """The schemas a stream applies to: its own, or its tenants (optionally narrowed)."""
+        if not stream.is_tenant:
+            assert stream.schema is not None
+            return [stream.schema]
+        if only:
+            return [identifiers.validate(t, "tenant name") for t in only]
+        with self.connect() as conn:
+            return tenants.names(stream, conn)
+
+
+def _stream(config: ConfigArg, name: str) -> Stream:
+    project = load(config)
+    return Stream(project, project.stream(name))
+
+
+@contextlib.contextmanager
+def session(config: ConfigArg) -> Iterator[Session]:
+    s = Session(load(config))
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def current_heads(conn: Connection, stream: Stream, schema: str) -> tuple[str, ...]:
+    mc = MigrationContext.configure(
+        connection=conn,
+        opts={"version_table": stream.version_table, "version_table_schema": schema},
+    )
+    return tuple(sorted(mc.get_current_heads()))
+
+
+def pending_count(stream: Stream, current: Sequence[str]) -> int:
+    """How many revisions of the stream are not yet applied over ``current``."""
+    script = stream.script
+    everything = {s.revision for s in script.walk_revisions()}
+    if not current:
+        return len(everything)
+    applied = {s.revision for s in script.revision_map.iterate_revisions(tuple(current), "base")}
+    return len(everything - applied)
+
+
+def _state(conn: Connection, stream: Stream, schema: str) -> SchemaState:
+    current = current_heads(conn, stream, schema)
+    if conn.in_transaction():
+        conn.rollback()
+    return SchemaState(
+        stream=stream.name,
+        schema=schema,
+        tenant=stream.is_tenant,
+        current=current,
+        heads=tuple(sorted(stream.script.get_heads())),
+        pending=pending_count(stream, current),
+    )
+
+
+def _apply(s: Session, stream: Stream, schema: str, run: Callable[[Config], Any]) -> SchemaResult:
+    """Run an alembic command on one schema in its own transaction, retrying lock timeouts."""
+    started = time.perf_counter()
+    attempts = max(1, s.project.lock_retries)
+    with s.connect() as conn:
+        before = current_heads(conn, stream, schema)
+        conn.rollback()
+        for attempt in range(1, attempts + 1):
+            try:
+                run(stream.alembic_config(connection=conn, **{SCHEMA_KEY: schema}))
+                break
+            except sa.exc.DBAPIError as exc:
+                if conn.in_transaction():
+                    conn.rollback()
+                code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+                if code == LOCK_NOT_AVAILABLE and attempt < attempts:
+                    time.sleep(min(0.2 * 2**attempt, 5.0))
+                    continue
+                message = database.describe(exc)
+                if code == LOCK_NOT_AVAILABLE:
+                    message = f"lock timeout after {attempts} attempts: {message}"
+                return SchemaResult(
+                    stream.name,
+                    schema,
+                    stream.is_tenant,
+                    before,
+                    before,
+                    time.perf_counter() - started,
+                    message,
+                )
+        after = current_heads(conn, stream, schema)
+        conn.rollback()
+    return SchemaResult(
+        stream.name, schema, stream.is_tenant, before, after, time.perf_counter() - started
+    )
+
+
+def _raise_failures(results: Sequence[SchemaResult]) -> None:
+    failed = [r for r in results if r.error]
+    if failed:
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise MigrationFailed(f"{first.stream}/{first.schema}: {first.error}{more}")
+
+
+def _run_each(
+    config: ConfigArg,
+    streams: Sequence[str] | None,
+    tenant_names: Sequence[str] | None,
+    run: Callable[[Stream, Config], Any],
+    *,
+    reverse: bool = False,
+) -> list[SchemaResult]:
+    results: list[SchemaResult] = []
+    with session(config) as s:
+        selected = streams_of(s.project, streams)
+        for stream in reversed(selected) if reverse else selected:
+            for schema in s.targets(stream, tenant_names):
+                result = _apply(s, stream, schema, functools.partial(run, stream))
+                results.append(result)
+                if result.error:
+                    _raise_failures(results)
+    return results
+
+
+def _offline(
+    config: ConfigArg,
+    streams: Sequence[str] | None,
+    tenant_names: Sequence[str] | None,
+    run: Callable[[Stream, Config], Any],
+    output: IO[str] | None,
+) -> None:
+    project = load(config)
+    out = output or sys.stdout
+    for stream in streams_of(project, streams):
+        if stream.is_tenant and not tenant_names:
+            raise ConfigError(f"--sql for tenant stream {stream.name!r} needs --tenant NAME")
+        schemas = tenant_names if stream.is_tenant else [stream.schema]
+        for schema in schemas or ():
+            assert schema is not None
+            identifiers.validate(schema)
+            out.write(f"-- stream {stream.name}, schema {schema}\n")
+            cfg = stream.alembic_config(**{SCHEMA_KEY: schema})
+            cfg.output_buffer = out  # type: ignore[assignment]
+            run(stream, cfg)
+
+
+# --- verbs ---------------------------------------------------------------------------
+
+
+@dataclass
+class InitResult:
+    config_path: Path
+    created: list[Path]
+    wrote_config: bool
+
+
+def init(directory: str | os.PathLike[str] | None = None) -> InitResult:
+    """Write a starter config if none exists, and every missing stream script directory."""
+    folder = Path(directory or ".").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    wrote = False
+    try:
+        config_path = find_config(folder)
+    except ConfigError:
+        config_path = scaffold.write_starter(folder)
+        wrote = True
+    project = load_project(config_path)
+    created: list[Path] = []
+    project.script_location.mkdir(parents=True, exist_ok=True)
+    for name in project.streams:
+        created += scaffold.stream_files(project, name)
+    return InitResult(config_path, created, wrote)
+
+
+def add_stream(
+    name: str,
+    *,
+    schema: str | None = None,
+    tenants: str | None = None,
+    metadata: str | None = None,
+    depends_on: Sequence[str] = (),
+    owner: str | None = None,
+    config: ConfigArg = None,
+) -> list[Path]:
+    """Add a stream to the config file and create its script directory."""
+    project = scaffold.append_stream(
+        load(config),
+        name,
+        schema=schema,
+        tenants=tenants,
+        metadata=metadata,
+        depends_on=tuple(depends_on),
+        owner=owner,
+    )
+    return scaffold.stream_files(project, name)
+
+
+@_user_errors
+def revision(
+    stream: str,
+    message: str | None = None,
+    *,
+    autogenerate: bool = False,
+    rev_id: str | None = None,
+    head: str = "head",
+    splice: bool = False,
+    branch_label: str | None = None,
+    depends_on: str | None = None,
+    config: ConfigArg = None,
+) -> list[Script]:
+    """Create a revision in ``stream``; with autogenerate, diff only that stream's schema."""
+    with session(config) as s:
+        st = Stream(s.project, s.project.stream(stream))
+        if autogenerate:
+            st.require_metadata()
+        kwargs: dict[str, Any] = dict(
+            message=message,
+            autogenerate=autogenerate,
+            rev_id=rev_id,
+            head=head,
+            splice=splice,
+            branch_label=branch_label,
+            depends_on=depends_on,
+        )
+        if not autogenerate:
+            result = command.revision(st.alembic_config(), **kwargs)
+        else:
+            if st.is_tenant:
+                raise ConfigError(f"autogenerate for tenant stream {stream!r} is not supported yet")
+            assert st.schema is not None
+            with s.connect() as conn:
+                cfg = st.alembic_config(connection=conn, **{SCHEMA_KEY: st.schema})
+                result = command.revision(cfg, **kwargs)
+    found = result if isinstance(result, list) else [result]
+    return [sc for sc in found if sc is not None]
+
+
+@_user_errors
+def upgrade(
+    revision: str = "head",
+    *,
+    streams: Sequence[str] | None = None,
+    tenants: Sequence[str] | None = None,
+    sql: bool = False,
+    output: IO[str] | None = None,
+    config: ConfigArg = None,
+) -> list[SchemaResult]:
+    """Upgrade every selected stream (default all, in dependency order) to ``revision``."""
+    if sql:
+        _offline(
+            config,
+            streams,
+            tenants,
+            lambda _s, cfg: command.upgrade(cfg, revision, sql=True),
+            output,
+        )
+        return []
+    return _run_each(config, streams, tenants, lambda _s, cfg: command.upgrade(cfg, revision))
+
+
+@_user_errors
+def downgrade(
+    revision: str,
+    *,
+    streams: Sequence[str],
+    tenants: Sequence[str] | None = None,
+    sql: bool = False,
+    output: IO[str] | None = None,
+    config: ConfigArg = None,
+) -> list[SchemaResult]:
+    """Downgrade the named streams (dependents first) to ``revision``."""
+    if not streams:
+        raise ConfigError("downgrade needs -s STREAM")
+    if sql:
+        _offline(
+            config,
+            streams,
+            tenants,
+            lambda _s, cfg: command.downgrade(cfg, revision, sql=True),
+            output,
+        )
+        return []
+    return _run_each(
+        config, streams, tenants, lambda _s, cfg: command.downgrade(cfg, revision), reverse=True
+    )
+
+
+@_user_errors
+def stamp(
+    revision: str,
+    *,
+    streams: Sequence[str] | None = None,
+    tenants: Sequence[str] | None = None,
+    purge: bool = False,
+    config: ConfigArg = None,
+) -> list[SchemaResult]:
+    """Set the version row(s) without running migrations."""
+    return _run_each(
+        config, streams, tenants, lambda _s, cfg: command.stamp(cfg, revision, purge=purge)
+    )
+
+
+@_user_errors
+def current(
+    *,
+    streams: Sequence[str] | None = None,
+    tenants: Sequence[str] | None = None,
+    config: ConfigArg = None,
+) -> list[SchemaState]:
+    """The applied revision(s) of every selected schema."""
+    out: list[SchemaState] = []
+    with session(config) as s:
+        for stream in streams_of(s.project, streams):
+            names = s.targets(stream, tenants)
+            with s.connect() as conn:
+                out += [_state(conn, stream, schema) for schema in names]
+    return out
+
+
+@_user_errors
+def status(
+    *,
+    streams: Sequence[str] | None = None,
+    tenants: Sequence[str] | None = None,
+    drift: bool = True,
+    config: ConfigArg = None,
+) -> list[SchemaState]:
+    """Every schema and tenant: current revision, head, pending count and drift."""
+    out: list[SchemaState] = []
+    with session(config) as s:
+        for stream in streams_of(s.project, streams):
+            names = s.targets(stream, tenants)
+            with s.connect() as conn:
+                for schema in names:
+                    state = _state(conn, stream, schema)
+                    if drift and stream.metadata is not None:
+                        with conn.begin():
+                            state.drift = [
+                                autogenerate.describe(d)
+                                for d in autogenerate.compare(stream, schema, conn)
+                            ]
+                    out.append(state)
+    return out
+
+
+@_user_errors
+def check(
+    *,
+    streams: Sequence[str] | None = None,
+    tenants: Sequence[str] | None = None,
+    config: ConfigArg = None,
+) -> list[CheckResult]:
+    """Compare models with the database; a result is clean when at head and no differences."""
+    return [
+        CheckResult(st.stream, st.schema, st.tenant, st.pending, st.drift or [])
+        for st in status(streams=streams, tenants=tenants, config=config)
+    ]
+
+
+@_user_errors
+def history(stream: str, *, rev_range: str | None = None, config: ConfigArg = None) -> list[Script]:
+    """The stream's revisions, newest first (optionally ``base:head`` style range)."""
+    st = _stream(config, stream)
+    if rev_range:
+        base, _, head = rev_range.partition(":")
+        return list(st.script.walk_revisions(base or "base", head or "heads"))
+    return list(st.script.walk_revisions())
+
+
+@_user_errors
+def heads(
+    *, streams: Sequence[str] | None = None, config: ConfigArg = None
+) -> dict[str, list[Script]]:
+    project = load(config)
+    return {
+        st.name: [sc for h in st.script.get_heads() if (sc := st.script.get_revision(h))]
+        for st in streams_of(project, streams)
+    }
+
+
+@_user_errors
+def show(stream: str, revision: str, *, config: ConfigArg = None) -> list[Script]:
+    st = _stream(config, stream)
+    found = st.script.get_revisions(revision)
+    return [r for r in found if isinstance(r, Script)]
+
+
+@_user_errors
+def merge(
+    stream: str,
+    revisions: Sequence[str] = ("heads",),
+    *,
+    message: str | None = None,
+    config: ConfigArg = None,
+) -> Script | None:
+    st = _stream(config, stream)
+    return command.merge(st.alembic_config(), list(revisions), message=message)
+
+
+def alembic_config(stream: str, *, schema: str | None = None, config: ConfigArg = None) -> Config:
+    """A plain ``alembic.config.Config`` for a stream (tenant streams: pass ``schema``), for
+    ``alembic.command.*`` and pytest-alembic. Put a Connection in ``attributes["connection"]``
+    to run on it; otherwise the project's database is used."""
+    st = _stream(config, stream)
+    if schema is not None:
+        identifiers.validate(schema)
+        return st.alembic_config(**{SCHEMA_KEY: schema})
+    return st.alembic_config()
+
+
+__all__ = [
+    "AlembicSchemasError",
+    "CheckResult",
+    "InitResult",
+    "SchemaResult",
+    "SchemaState",
+    "add_stream",
+    "alembic_config",
+    "check",
+    "current",
+    "downgrade",
+    "heads",
+    "history",
+    "init",
+    "load",
+    "merge",
+    "revision",
+    "show",
+    "stamp",
+    "status",
+    "upgrade",
+]

@@ -1,0 +1,432 @@
+"""The ``alembic-schemas`` command line: a thin click layer over :mod:`alembic_schemas.api`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from alembic.script import Script
+
+from . import api, embedded
+from .errors import AlembicSchemasError, CheckFailed
+
+log = logging.getLogger("alembic_schemas")
+
+
+class _Group(click.Group):
+    """Prints user errors as one line (exit 2 for usage/config, 1 for runtime)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AlembicSchemasError as exc:
+            if ctx.obj and ctx.obj.get("verbose"):
+                traceback.print_exc()
+            click.echo(f"alembic-schemas: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            if ctx.obj and ctx.obj.get("verbose"):
+                traceback.print_exc()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            click.echo(f"alembic-schemas: error: {type(exc).__name__}: {first}", err=True)
+            ctx.exit(1)
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("alembic-schemas: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if verbose:
+        alembic_log = logging.getLogger("alembic")
+        alembic_log.handlers[:] = [logging.StreamHandler(sys.stderr)]
+        alembic_log.setLevel(logging.INFO)
+
+
+stream_opt = click.option(
+    "-s", "--stream", "streams", multiple=True, help="Stream name (repeatable; default: all)."
+)
+tenant_opt = click.option(
+    "--tenant", "tenants", multiple=True, help="Tenant schema (repeatable; default: every tenant)."
+)
+json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def _cfg(ctx: click.Context) -> Any:
+    return ctx.obj["config"]
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _where(stream: str, schema: str, tenant: bool) -> str:
+    return f"{stream}/{schema}" if tenant else stream
+
+
+def _revs(revs: Sequence[str]) -> str:
+    return ", ".join(revs) if revs else "<base>"
+
+
+def _script_line(sc: Script, verbose: bool = False) -> str:
+    return sc.cmd_format(
+        verbose, include_branches=True, include_doc=True, include_parents=True, tree_indicators=True
+    )
+
+
+def _script_dict(sc: Script) -> dict[str, Any]:
+    down = sc.down_revision
+    return {
+        "revision": sc.revision,
+        "down_revision": list(down) if isinstance(down, tuple) else ([down] if down else []),
+        "message": sc.doc,
+        "is_head": sc.is_head,
+        "path": sc.path,
+    }
+
+
+def _report(results: Sequence[api.SchemaResult], as_json: bool) -> None:
+    if as_json:
+        _print_json([r.as_dict() for r in results])
+        return
+    for r in results:
+        where = _where(r.stream, r.schema, r.tenant)
+        if r.error:
+            click.echo(f"{where}: FAILED: {r.error}")
+        elif r.changed:
+            click.echo(f"{where}: {_revs(r.before)} -> {_revs(r.after)} ({r.seconds:.2f}s)")
+        else:
+            click.echo(f"{where}: unchanged at {_revs(r.after)}")
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-c",
+    "--config",
+    type=click.Path(dir_okay=True, path_type=Path),
+    default=None,
+    help="Config file (pyproject.toml or alembic-schemas.toml) or its folder.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Show Alembic's log and tracebacks.")
+@click.version_option(package_name="alembic-schemas")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
+    """PostgreSQL schema-level migrations on Alembic: named-schema streams and tenants."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+    ctx.obj["verbose"] = verbose
+    _setup_logging(verbose)
+
+
+@cli.command()
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.pass_context
+def init(ctx: click.Context, directory: Path | None) -> None:
+    """Write a starter config if none exists and any missing stream folders; never overwrites."""
+    result = api.init(directory or _cfg(ctx))
+    if result.wrote_config:
+        click.echo(f"wrote starter configuration to {result.config_path}")
+    for path in result.created:
+        click.echo(f"created {path}")
+    if not result.created and not result.wrote_config:
+        click.echo("nothing to create")
+
+
+@cli.command("add-stream")
+@click.argument("name")
+@click.option("--schema", help="Schema this stream targets.")
+@click.option("--tenants", help="Tenant source: query:SQL, like:PATTERN or callable:mod:func.")
+@click.option("--metadata", help="Models as module:attr, e.g. app.models:Base.metadata.")
+@click.option("--depends-on", multiple=True, help="Stream this one runs after (repeatable).")
+@click.option("--owner", help="Role owning the schema (CREATE SCHEMA ... AUTHORIZATION).")
+@click.pass_context
+def add_stream(
+    ctx: click.Context,
+    name: str,
+    schema: str | None,
+    tenants: str | None,
+    metadata: str | None,
+    depends_on: tuple[str, ...],
+    owner: str | None,
+) -> None:
+    """Add a stream to the config and create its script directory."""
+    created = api.add_stream(
+        name,
+        schema=schema,
+        tenants=tenants,
+        metadata=metadata,
+        depends_on=depends_on,
+        owner=owner,
+        config=_cfg(ctx),
+    )
+    click.echo(f"added stream {name}")
+    for path in created:
+        click.echo(f"created {path}")
+
+
+@cli.command()
+@click.option("-s", "--stream", required=True, help="Stream to add the revision to.")
+@click.option("-m", "--message", help="Revision message.")
+@click.option("--autogenerate", is_flag=True, help="Diff the stream's models with its schema.")
+@click.option("--rev-id", help="Revision id to use instead of a generated one.")
+@click.option("--head", default="head", show_default=True, help="Head to base the revision on.")
+@click.option("--splice", is_flag=True, help="Allow a non-head base revision.")
+@click.option("--branch-label", help="Branch label for the new revision.")
+@click.option("--depends-on", help="Revision(s) this one depends on.")
+@click.pass_context
+def revision(
+    ctx: click.Context,
+    stream: str,
+    message: str | None,
+    autogenerate: bool,
+    rev_id: str | None,
+    head: str,
+    splice: bool,
+    branch_label: str | None,
+    depends_on: str | None,
+) -> None:
+    """Create a new revision in a stream."""
+    scripts = api.revision(
+        stream,
+        message,
+        autogenerate=autogenerate,
+        rev_id=rev_id,
+        head=head,
+        splice=splice,
+        branch_label=branch_label,
+        depends_on=depends_on,
+        config=_cfg(ctx),
+    )
+    for sc in scripts:
+        click.echo(f"{stream}: created revision {sc.revision}: {sc.path}")
+
+
+@cli.command()
+@stream_opt
+@tenant_opt
+@click.argument("revision", default="head")
+@click.option("--sql", is_flag=True, help="Print the SQL instead of running it.")
+@json_opt
+@click.pass_context
+def upgrade(
+    ctx: click.Context,
+    streams: tuple[str, ...],
+    tenants: tuple[str, ...],
+    revision: str,
+    sql: bool,
+    as_json: bool,
+) -> None:
+    """Upgrade every stream (or -s ...) and every tenant to REVISION (default head)."""
+    results = api.upgrade(revision, streams=streams, tenants=tenants, sql=sql, config=_cfg(ctx))
+    if not sql:
+        _report(results, as_json)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("-s", "--stream", "streams", multiple=True, required=True, help="Stream(s).")
+@tenant_opt
+@click.argument("revision")
+@click.option("--sql", is_flag=True, help="Print the SQL instead of running it.")
+@json_opt
+@click.pass_context
+def downgrade(
+    ctx: click.Context,
+    streams: tuple[str, ...],
+    tenants: tuple[str, ...],
+    revision: str,
+    sql: bool,
+    as_json: bool,
+) -> None:
+    """Downgrade a stream to REVISION (e.g. -1, base, or an id)."""
+    results = api.downgrade(revision, streams=streams, tenants=tenants, sql=sql, config=_cfg(ctx))
+    if not sql:
+        _report(results, as_json)
+
+
+@cli.command()
+@stream_opt
+@tenant_opt
+@click.argument("revision")
+@click.option("--purge", is_flag=True, help="Delete existing version rows first.")
+@json_opt
+@click.pass_context
+def stamp(
+    ctx: click.Context,
+    streams: tuple[str, ...],
+    tenants: tuple[str, ...],
+    revision: str,
+    purge: bool,
+    as_json: bool,
+) -> None:
+    """Record REVISION as applied without running migrations."""
+    _report(
+        api.stamp(revision, streams=streams, tenants=tenants, purge=purge, config=_cfg(ctx)),
+        as_json,
+    )
+
+
+@cli.command()
+@stream_opt
+@tenant_opt
+@json_opt
+@click.pass_context
+def current(
+    ctx: click.Context, streams: tuple[str, ...], tenants: tuple[str, ...], as_json: bool
+) -> None:
+    """Show the applied revision of every schema."""
+    states = api.current(streams=streams, tenants=tenants, config=_cfg(ctx))
+    if as_json:
+        _print_json([s.as_dict() for s in states])
+        return
+    for s in states:
+        mark = " (head)" if s.at_head else f" ({s.pending} pending)"
+        click.echo(f"{_where(s.stream, s.schema, s.tenant)}: {_revs(s.current)}{mark}")
+
+
+@cli.command()
+@click.option("-s", "--stream", "streams", multiple=True, help="Stream(s); default all.")
+@click.option("-r", "--rev-range", help="Range like base:head or abc:.")
+@click.option("--verbose", "long", is_flag=True, help="Full details per revision.")
+@json_opt
+@click.pass_context
+def history(
+    ctx: click.Context, streams: tuple[str, ...], rev_range: str | None, long: bool, as_json: bool
+) -> None:
+    """List a stream's revisions, newest first."""
+    project = api.load(_cfg(ctx))
+    data: dict[str, Any] = {}
+    for st in project.select(streams):
+        scripts = api.history(st.name, rev_range=rev_range, config=project)
+        if as_json:
+            data[st.name] = [_script_dict(sc) for sc in scripts]
+            continue
+        click.echo(f"# {st.name}")
+        for sc in scripts:
+            click.echo(_script_line(sc, long))
+    if as_json:
+        _print_json(data)
+
+
+@cli.command()
+@stream_opt
+@json_opt
+@click.pass_context
+def heads(ctx: click.Context, streams: tuple[str, ...], as_json: bool) -> None:
+    """Show the head revision(s) of each stream."""
+    found = api.heads(streams=streams, config=_cfg(ctx))
+    if as_json:
+        _print_json({name: [_script_dict(sc) for sc in scs] for name, scs in found.items()})
+        return
+    for name, scs in found.items():
+        for sc in scs:
+            click.echo(f"{name}: {_script_line(sc)}")
+        if not scs:
+            click.echo(f"{name}: no revisions")
+
+
+@cli.command()
+@click.option("-s", "--stream", required=True, help="Stream.")
+@click.argument("revision")
+@json_opt
+@click.pass_context
+def show(ctx: click.Context, stream: str, revision: str, as_json: bool) -> None:
+    """Show one revision in detail."""
+    scripts = api.show(stream, revision, config=_cfg(ctx))
+    if as_json:
+        _print_json([_script_dict(sc) for sc in scripts])
+        return
+    for sc in scripts:
+        click.echo(sc.log_entry)
+
+
+@cli.command()
+@click.option("-s", "--stream", required=True, help="Stream.")
+@click.argument("revisions", nargs=-1)
+@click.option("-m", "--message", help="Merge message.")
+@click.pass_context
+def merge(ctx: click.Context, stream: str, revisions: tuple[str, ...], message: str | None) -> None:
+    """Merge REVISIONS (default: all heads) of a stream into one."""
+    sc = api.merge(stream, revisions or ("heads",), message=message, config=_cfg(ctx))
+    if sc is not None:
+        click.echo(f"{stream}: created merge revision {sc.revision}: {sc.path}")
+
+
+@cli.command()
+@stream_opt
+@tenant_opt
+@json_opt
+@click.pass_context
+def check(
+    ctx: click.Context, streams: tuple[str, ...], tenants: tuple[str, ...], as_json: bool
+) -> None:
+    """Exit 1 when models and database differ (or revisions are pending), naming each difference."""
+    results = api.check(streams=streams, tenants=tenants, config=_cfg(ctx))
+    if as_json:
+        _print_json([r.as_dict() for r in results])
+    else:
+        for r in results:
+            where = _where(r.stream, r.schema, r.tenant)
+            if r.clean:
+                click.echo(f"{where}: models match the database")
+            if r.pending:
+                click.echo(f"{where}: {r.pending} revision(s) not applied (run upgrade)")
+            for d in r.differences:
+                click.echo(f"{where}: {d}")
+    dirty = [r for r in results if not r.clean]
+    if dirty:
+        raise CheckFailed(f"{len(dirty)} schema(s) differ from their models")
+
+
+@cli.command()
+@stream_opt
+@tenant_opt
+@click.option("--no-drift", is_flag=True, help="Skip comparing models with the database.")
+@json_opt
+@click.pass_context
+def status(
+    ctx: click.Context,
+    streams: tuple[str, ...],
+    tenants: tuple[str, ...],
+    no_drift: bool,
+    as_json: bool,
+) -> None:
+    """Every schema and tenant: current revision, head, pending count, drift."""
+    states = api.status(streams=streams, tenants=tenants, drift=not no_drift, config=_cfg(ctx))
+    if as_json:
+        _print_json([s.as_dict() for s in states])
+        return
+    for s in states:
+        drift = (
+            "" if s.drift is None else (" drift: " + "; ".join(s.drift) if s.drift else " no drift")
+        )
+        click.echo(
+            f"{_where(s.stream, s.schema, s.tenant)}: at {_revs(s.current)}, head {_revs(s.heads)}, "
+            f"{s.pending} pending,{drift}"
+        )
+
+
+@cli.group("embedded")
+def embedded_group() -> None:
+    """The embedded PostgreSQL used when no URL is configured."""
+
+
+@embedded_group.command("stop")
+@click.pass_context
+def embedded_stop(ctx: click.Context) -> None:
+    """Stop the project's embedded PostgreSQL server."""
+    project = api.load(ctx.find_root().obj["config"])
+    stopped = embedded.stop(project.root)
+    click.echo("stopped" if stopped else "not running")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.main(args=list(argv) if argv is not None else None, prog_name="alembic-schemas")

@@ -1,0 +1,252 @@
+"""Read ``[tool.alembic-schemas]`` (pyproject.toml) or ``alembic-schemas.toml`` into a Project.
+
+All validation of configuration happens here, so that every later step can trust it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import identifiers
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+URL_ENV = "ALEMBIC_SCHEMAS_URL"
+PYPROJECT = "pyproject.toml"
+OWN_FILE = "alembic-schemas.toml"
+SECTION = "alembic-schemas"
+
+_STREAM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_DURATION = re.compile(r"^\d+(\.\d+)?\s*(us|ms|s|min|h|d)?$")
+
+_TOP_KEYS = {
+    "url": str,
+    "script_location": str,
+    "lock_timeout": str,
+    "statement_timeout": str,
+    "lock_retries": int,
+    "version_table": str,
+    "jobs": int,
+    "streams": dict,
+}
+_STREAM_KEYS = {
+    "schema": str,
+    "tenants": str,
+    "metadata": str,
+    "depends_on": list,
+    "owner": str,
+    "version_table": str,
+}
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """One ``[streams.NAME]`` table, validated."""
+
+    name: str
+    schema: str | None = None
+    tenants: str | None = None
+    metadata: str | None = None
+    depends_on: tuple[str, ...] = ()
+    owner: str | None = None
+    version_table: str = "alembic_version"
+
+    @property
+    def is_tenant(self) -> bool:
+        return self.tenants is not None
+
+
+@dataclass(frozen=True)
+class Project:
+    """A loaded configuration: where it lives, how to connect, and its streams in dependency order."""
+
+    root: Path
+    config_path: Path
+    url: str | None
+    script_location: Path
+    lock_timeout: str = "5s"
+    statement_timeout: str = "0"
+    lock_retries: int = 3
+    jobs: int | None = None
+    streams: dict[str, StreamConfig] = field(default_factory=dict)
+
+    def stream(self, name: str) -> StreamConfig:
+        try:
+            return self.streams[name]
+        except KeyError:
+            known = ", ".join(self.streams) or "none"
+            raise ConfigError(f"unknown stream {name!r} (configured: {known})") from None
+
+    def select(self, names: Sequence[str] | None) -> list[StreamConfig]:
+        """The named streams (all when empty), in dependency order."""
+        if not names:
+            return list(self.streams.values())
+        wanted = {self.stream(n).name for n in names}
+        return [s for s in self.streams.values() if s.name in wanted]
+
+
+def find_config(start: Path | None = None) -> Path:
+    """Walk up from ``start`` (default: the working directory) to the first config file."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        own = folder / OWN_FILE
+        if own.is_file():
+            return own
+        py = folder / PYPROJECT
+        if py.is_file() and _section(_read_toml(py), py) is not None:
+            return py
+    raise ConfigError(
+        f"no alembic-schemas configuration found in {here} or its parents "
+        f"(add [tool.{SECTION}] to pyproject.toml, or run 'alembic-schemas init')"
+    )
+
+
+def load_project(path: str | os.PathLike[str] | None = None) -> Project:
+    """Load a Project from a config file, a folder holding one, or by walking up from the cwd."""
+    if path is None:
+        config_path = find_config()
+    else:
+        p = Path(path).resolve()
+        if p.is_dir():
+            config_path = find_config(p)
+        elif p.is_file():
+            config_path = p
+        else:
+            raise ConfigError(f"config file not found: {path}")
+    data = _section(_read_toml(config_path), config_path)
+    if data is None:
+        raise ConfigError(f"{config_path}: no [tool.{SECTION}] section")
+    return _build(config_path, data)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _section(doc: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    if path.name == PYPROJECT or SECTION in doc.get("tool", {}):
+        found = doc.get("tool", {}).get(SECTION)
+        if found is not None and not isinstance(found, dict):
+            raise ConfigError(f"{path}: [tool.{SECTION}] must be a table")
+        return found
+    return doc
+
+
+def _check_keys(where: str, data: Mapping[str, Any], allowed: Mapping[str, type]) -> None:
+    for key, value in data.items():
+        if key not in allowed:
+            raise ConfigError(
+                f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})"
+            )
+        expected = allowed[key]
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(
+                f"{where}: {key!r} must be {expected.__name__}, not {type(value).__name__}"
+            )
+
+
+def _duration(where: str, key: str, value: str) -> str:
+    if not _DURATION.match(value.strip()):
+        raise ConfigError(f"{where}: {key} {value!r} is not a duration like '5s', '500ms' or '0'")
+    return value.strip()
+
+
+def _build(config_path: Path, data: dict[str, Any]) -> Project:
+    where = str(config_path)
+    _check_keys(where, data, _TOP_KEYS)
+    root = config_path.parent
+    raw_streams = data.get("streams", {})
+    default_vt = data.get("version_table", "alembic_version")
+    streams: dict[str, StreamConfig] = {}
+    for name, raw in raw_streams.items():
+        swhere = f"{where}: stream {name!r}"
+        if not _STREAM_NAME.match(name):
+            raise ConfigError(f"{swhere}: stream names may use letters, digits, '_', '-', '.'")
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{swhere}: must be a table")
+        _check_keys(swhere, raw, _STREAM_KEYS)
+        schema, tenants = raw.get("schema"), raw.get("tenants")
+        if (schema is None) == (tenants is None):
+            raise ConfigError(f"{swhere}: set exactly one of 'schema' or 'tenants'")
+        if schema is not None:
+            identifiers.validate(schema, f"schema name in stream {name!r}")
+        owner = raw.get("owner")
+        if owner is not None:
+            identifiers.validate(owner, f"owner role in stream {name!r}")
+        depends = raw.get("depends_on", [])
+        if not all(isinstance(d, str) for d in depends):
+            raise ConfigError(f"{swhere}: depends_on must be a list of stream names")
+        streams[name] = StreamConfig(
+            name=name,
+            schema=schema,
+            tenants=tenants,
+            metadata=raw.get("metadata"),
+            depends_on=tuple(depends),
+            owner=owner,
+            version_table=identifiers.validate(
+                raw.get("version_table", default_vt), "version table name"
+            ),
+        )
+    schemas_seen: dict[str, str] = {}
+    for s in streams.values():
+        if s.schema is not None:
+            if s.schema in schemas_seen:
+                raise ConfigError(
+                    f"{where}: streams {schemas_seen[s.schema]!r} and {s.name!r} "
+                    f"both target schema {s.schema!r}"
+                )
+            schemas_seen[s.schema] = s.name
+    url = os.environ.get(URL_ENV) or data.get("url") or None
+    return Project(
+        root=root,
+        config_path=config_path,
+        url=url,
+        script_location=(root / data.get("script_location", "migrations")).resolve(),
+        lock_timeout=_duration(where, "lock_timeout", data.get("lock_timeout", "5s")),
+        statement_timeout=_duration(where, "statement_timeout", data.get("statement_timeout", "0")),
+        lock_retries=data.get("lock_retries", 3),
+        jobs=data.get("jobs"),
+        streams=_in_dependency_order(where, streams),
+    )
+
+
+def _in_dependency_order(where: str, streams: dict[str, StreamConfig]) -> dict[str, StreamConfig]:
+    """Topological order (config order among independent streams); unknown deps and cycles fail."""
+    for s in streams.values():
+        for dep in s.depends_on:
+            if dep not in streams:
+                raise ConfigError(f"{where}: stream {s.name!r} depends on unknown stream {dep!r}")
+    ordered: dict[str, StreamConfig] = {}
+    visiting: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in ordered:
+            return
+        if name in visiting:
+            cycle = " -> ".join([*visiting[visiting.index(name) :], name])
+            raise ConfigError(f"{where}: depends_on cycle: {cycle}")
+        visiting.append(name)
+        for dep in streams[name].depends_on:
+            visit(dep)
+        visiting.pop()
+        ordered[name] = streams[name]
+
+    for name in streams:
+        visit(name)
+    return ordered

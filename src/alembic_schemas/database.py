@@ -1,0 +1,85 @@
+"""Engines and connections: the URL to use, the pinned search_path, and errors worded for users."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from . import embedded, identifiers
+from .config import Project
+from .errors import ConfigError, DatabaseError
+
+# Sessions start with nothing but pg_catalog on their search_path: no user schema is the
+# "default" one, so reflection always reports explicit schema names (no phantom diffs from
+# `"$user"` or `public`), and nothing planted in `public` can shadow what a migration uses.
+BASE_SEARCH_PATH = "pg_catalog"
+
+
+def resolve_url(project: Project) -> str:
+    """``$ALEMBIC_SCHEMAS_URL``, else ``url`` from the config, else the embedded server."""
+    return project.url or embedded.ensure_running(project.root)
+
+
+def _normalise(url: str) -> URL:
+    try:
+        u = make_url(url)
+    except Exception:
+        raise ConfigError(f"invalid database URL {url!r}") from None
+    if u.get_backend_name() != "postgresql":
+        raise ConfigError(f"database URL must be PostgreSQL, got {u.get_backend_name()!r}")
+    if u.drivername == "postgresql":
+        u = u.set(drivername="postgresql+psycopg")
+    return u
+
+
+def create_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine whose every connection starts with ``search_path = pg_catalog``."""
+    engine = sa.create_engine(_normalise(url), **kwargs)
+
+    # insert=True: run before SQLAlchemy's first-connect initialize(), so the dialect's
+    # default_schema_name is read with the pinned search_path.
+    @event.listens_for(engine.pool, "connect", insert=True)
+    def _pin_search_path(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET search_path TO " + BASE_SEARCH_PATH)
+        cursor.close()
+        dbapi_connection.commit()
+
+    return engine
+
+
+def project_engine(project: Project, **kwargs: Any) -> Engine:
+    return create_engine(resolve_url(project), **kwargs)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line message for a database error."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    first = text[0] if text else type(orig).__name__
+    return first.removeprefix("connection failed: ").strip()
+
+
+@contextlib.contextmanager
+def connect(engine: Engine) -> Iterator[Connection]:
+    """``engine.connect()`` with connection failures turned into a one-line DatabaseError."""
+    try:
+        conn = engine.connect()
+    except sa.exc.OperationalError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        raise DatabaseError(f"cannot connect to {where}: {describe(exc)}") from None
+    with conn:
+        yield conn
+
+
+def set_local(conn: Connection, *, search_path: tuple[str, ...] = (), **settings: str) -> None:
+    """``SET LOCAL`` settings for the current transaction; schema names go through identifiers."""
+    if search_path:
+        conn.exec_driver_sql("SET LOCAL search_path TO " + identifiers.search_path(*search_path))
+    for name, value in settings.items():
+        conn.execute(sa.select(sa.func.set_config(name, value, True)))

@@ -1,0 +1,208 @@
+"""The Alembic environment of a stream, run in-process for one (stream, schema, connection).
+
+Every stream's ``env.py`` calls :func:`run_env`, so plain ``alembic`` on a stream folder and
+alembic-schemas behave the same. For each schema the run:
+
+* holds one transaction for its revisions and its version row;
+* pins ``search_path`` to the schema (nothing resolves through ``public``) and sets timeouts;
+* takes a transaction-scoped advisory lock on (stream, schema), so concurrent runs serialise;
+* creates the schema (quoted, optional owner) before the first migration;
+* keeps the version table inside the schema, and scopes autogenerate to that schema only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.runtime.environment import EnvironmentContext
+from sqlalchemy.engine import Connection
+
+from . import database, identifiers
+from .config import Project, load_project
+from .errors import ConfigError
+from .streams import PROJECT_KEY, SCHEMA_KEY, STREAM_KEY, Stream
+
+_LOCK_NAMESPACE = zlib.crc32(b"alembic_schemas") - 2**31
+
+
+def lock_key(stream: str, schema: str) -> int:
+    """A stable signed 32-bit key for the (stream, schema) advisory lock."""
+    return zlib.crc32(f"{stream}\x00{schema}".encode()) - 2**31
+
+
+def lock(conn: Connection, stream: str, schema: str) -> None:
+    """Wait (up to lock_timeout) for the transaction-scoped lock on (stream, schema)."""
+    conn.execute(
+        sa.select(sa.func.pg_advisory_xact_lock(_LOCK_NAMESPACE, lock_key(stream, schema)))
+    )
+
+
+def try_lock(conn: Connection, stream: str, schema: str) -> bool:
+    return bool(
+        conn.scalar(
+            sa.select(sa.func.pg_try_advisory_xact_lock(_LOCK_NAMESPACE, lock_key(stream, schema)))
+        )
+    )
+
+
+def create_schema_sql(schema: str, owner: str | None = None) -> str:
+    sql = "CREATE SCHEMA IF NOT EXISTS " + identifiers.quote(schema)
+    if owner:
+        sql += " AUTHORIZATION " + identifiers.quote(owner, "role name")
+    return sql
+
+
+def prepare(conn: Connection, project: Project, stream: Stream, schema: str) -> None:
+    """Inside the schema's transaction: settings, search_path, lock, then the schema itself."""
+    database.set_local(
+        conn,
+        search_path=(schema,),
+        lock_timeout=project.lock_timeout,
+        statement_timeout=project.statement_timeout,
+    )
+    lock(conn, stream.name, schema)
+    conn.exec_driver_sql(create_schema_sql(schema, stream.config.owner))
+
+
+def prepare_read_only(conn: Connection, project: Project) -> None:
+    """For autogenerate and check: timeouts only. search_path stays pg_catalog so that
+    reflection names every schema explicitly."""
+    database.set_local(
+        conn, lock_timeout=project.lock_timeout, statement_timeout=project.statement_timeout
+    )
+
+
+def include_name_for(schema: str) -> Any:
+    """Reflect only ``schema``: runs before reflection, unlike include_object."""
+
+    def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
+        if type_ == "schema":
+            return name == schema
+        return True
+
+    return include_name
+
+
+def include_object_for(schema: str) -> Any:
+    """Compare only the metadata tables of ``schema``; others are references, not targets."""
+
+    def include_object(
+        obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        if type_ == "table":
+            return bool(obj.schema == schema)
+        return True
+
+    return include_object
+
+
+def context_options(stream: Stream, schema: str) -> dict[str, Any]:
+    """``context.configure`` options shared by migrations, autogenerate and check."""
+    opts: dict[str, Any] = dict(
+        version_table=stream.version_table,
+        version_table_schema=schema,
+        include_schemas=True,
+        include_name=include_name_for(schema),
+        include_object=include_object_for(schema),
+        compare_type=True,
+        compare_server_default=True,
+    )
+    if stream.metadata is not None:
+        opts["target_metadata"] = stream.target_metadata(schema)
+    return opts
+
+
+def _is_revision_run(env: EnvironmentContext) -> bool:
+    """True for autogenerate/check runs, which must not change the database."""
+    return "revision_context" in env.context_opts
+
+
+def run_in_context(env: EnvironmentContext, stream: Stream, schema: str, conn: Connection) -> None:
+    """Configure ``env`` for (stream, schema) on ``conn`` and run it in one transaction."""
+    project = stream.project
+    read_only = _is_revision_run(env)
+    outer = conn.begin() if not conn.in_transaction() else contextlib.nullcontext()
+    with outer as tx:
+        if read_only:
+            prepare_read_only(conn, project)
+        else:
+            prepare(conn, project, stream, schema)
+        env.configure(connection=conn, dont_mutate=read_only, **context_options(stream, schema))
+        with env.begin_transaction():
+            env.run_migrations()
+        if read_only and tx is not None:
+            tx.rollback()
+
+
+def run_offline(env: EnvironmentContext, stream: Stream, schema: str, url: str) -> None:
+    env.configure(url=url, literal_binds=True, **context_options(stream, schema))
+    project = stream.project
+    with env.begin_transaction():
+        env.execute(create_schema_sql(schema, stream.config.owner))
+        env.execute("SET LOCAL search_path TO " + identifiers.search_path(schema))
+        env.execute(f"SET LOCAL lock_timeout = '{_setting(project.lock_timeout)}'")
+        env.execute(f"SET LOCAL statement_timeout = '{_setting(project.statement_timeout)}'")
+        env.run_migrations()
+
+
+def _setting(value: str) -> str:
+    # Durations were validated by config against ^\d+(\.\d+)?\s*unit?$ : no quotes possible.
+    return value.replace("'", "")
+
+
+def _stream_from_env(env: EnvironmentContext) -> tuple[Stream, str]:
+    """Work out (stream, schema) for this run: from the API's attributes, or for plain
+    ``alembic`` from the config file found above the script directory."""
+    cfg = env.config
+    project = cfg.attributes.get(PROJECT_KEY)
+    name = cfg.attributes.get(STREAM_KEY)
+    script_dir = env.script.dir
+    if project is None:
+        project = load_project(script_dir)
+    if name is None:
+        name = next(
+            (
+                s.name
+                for s in project.streams.values()
+                if Stream(project, s).path.samefile(script_dir)
+            ),
+            None,
+        )
+        if name is None:
+            raise ConfigError(f"{script_dir} is not the script directory of any configured stream")
+    stream = Stream(project, project.stream(name))
+    schema = (
+        cfg.attributes.get(SCHEMA_KEY)
+        or stream.schema
+        or env.get_x_argument(as_dictionary=True).get("tenant")
+    )
+    if schema is None:
+        raise ConfigError(f"stream {stream.name!r} is a tenant stream: pass -x tenant=NAME")
+    identifiers.validate(schema)
+    return stream, schema
+
+
+def run_env() -> None:
+    """Entry point called by each stream's env.py."""
+    from alembic import context
+
+    env: EnvironmentContext = context._proxy  # type: ignore[attr-defined]
+    stream, schema = _stream_from_env(env)
+    if env.is_offline_mode():
+        run_offline(env, stream, schema, database.resolve_url(stream.project))
+        return
+    given = env.config.attributes.get("connection")
+    if given is not None:
+        run_in_context(env, stream, schema, given)
+        return
+    engine = database.project_engine(stream.project, poolclass=sa.pool.NullPool)
+    try:
+        with database.connect(engine) as conn:
+            run_in_context(env, stream, schema, conn)
+            if conn.in_transaction():
+                conn.commit()
+    finally:
+        engine.dispose()

@@ -1,0 +1,131 @@
+"""Stream: one Alembic script directory plus one MetaData, targeting one schema or every tenant."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from .config import Project, StreamConfig
+from .errors import ConfigError
+
+PROJECT_KEY = "alembic_schemas.project"
+STREAM_KEY = "alembic_schemas.stream"
+SCHEMA_KEY = "alembic_schemas.schema"
+
+
+def resolve_attr(path: str, root: Path, what: str) -> Any:
+    """Import ``module:attr.attr`` with ``root`` first on sys.path (Alembic's prepend_sys_path)."""
+    module_name, sep, attrs = path.partition(":")
+    if not sep or not module_name or not attrs:
+        raise ConfigError(f"{what} {path!r} must look like 'package.module:attribute'")
+    root_s = str(root)
+    if root_s not in sys.path:
+        sys.path.insert(0, root_s)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ConfigError(
+            f"{what} {path!r} could not be imported: {type(exc).__name__}: {exc}"
+        ) from None
+    for part in attrs.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(
+                f"{what} {path!r}: {module_name} has no attribute {attrs!r}"
+            ) from None
+    return obj
+
+
+class Stream:
+    """A configured stream of a project, with lazy access to its scripts and models."""
+
+    def __init__(self, project: Project, config: StreamConfig) -> None:
+        self.project = project
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def schema(self) -> str | None:
+        return self.config.schema
+
+    @property
+    def is_tenant(self) -> bool:
+        return self.config.is_tenant
+
+    @property
+    def version_table(self) -> str:
+        return self.config.version_table
+
+    @property
+    def path(self) -> Path:
+        return self.project.script_location / self.name
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.name}>"
+
+    @cached_property
+    def script(self) -> ScriptDirectory:
+        if not (self.path / "env.py").is_file():
+            raise ConfigError(
+                f"stream {self.name!r} has no script directory at {self.path} "
+                "(run 'alembic-schemas init')"
+            )
+        return ScriptDirectory.from_config(self.alembic_config())
+
+    @cached_property
+    def metadata(self) -> sa.MetaData | None:
+        if self.config.metadata is None:
+            return None
+        md = resolve_attr(
+            self.config.metadata, self.project.root, f"metadata of stream {self.name!r}"
+        )
+        if not isinstance(md, sa.MetaData):
+            raise ConfigError(
+                f"metadata of stream {self.name!r} ({self.config.metadata}) is a "
+                f"{type(md).__name__}, not a sqlalchemy MetaData"
+            )
+        return md
+
+    def require_metadata(self) -> sa.MetaData:
+        if self.metadata is None:
+            raise ConfigError(f"stream {self.name!r} has no 'metadata' configured")
+        return self.metadata
+
+    def target_metadata(self, schema: str | None) -> sa.MetaData:
+        """The stream's models with ``schema=None`` tables placed in ``schema``.
+
+        Tables already naming a schema keep it; tables in other schemas are left to the
+        include filters (they are references, e.g. a tenant FK to a shared table).
+        """
+        md = self.require_metadata()
+        if schema is None or all(t.schema is not None for t in md.tables.values()):
+            return md
+        target = sa.MetaData(naming_convention=md.naming_convention)
+        for table in md.sorted_tables:
+            table.to_metadata(target, schema=schema if table.schema is None else table.schema)
+        return target
+
+    def alembic_config(self, **attributes: Any) -> Config:
+        """A plain ``alembic.config.Config`` for this stream, usable with ``alembic.command``."""
+        cfg = Config()
+        cfg.set_main_option("script_location", str(self.path))
+        cfg.attributes[PROJECT_KEY] = self.project
+        cfg.attributes[STREAM_KEY] = self.name
+        cfg.attributes.update(attributes)
+        return cfg
+
+
+def streams_of(project: Project, names: Sequence[str] | None = None) -> list[Stream]:
+    return [Stream(project, c) for c in project.select(names)]
