@@ -11,8 +11,9 @@ import functools
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ParamSpec, TypeVar
 
@@ -28,7 +29,11 @@ from sqlalchemy.engine import Connection, Engine
 from . import autogenerate, database, identifiers, scaffold, tenants
 from .config import Project, find_config, load_project
 from .errors import AlembicSchemasError, ConfigError, MigrationFailed, RevisionError
-from .streams import SCHEMA_KEY, Stream, streams_of
+from .executor import Executor, select_shard
+from .recorder import Recorder
+from .recorder import last_run_failures as recorder_last_failures
+from .results import CheckResult, SchemaResult, SchemaState
+from .streams import SCHEMA_KEY, SCRATCH_KEY, Stream, streams_of
 
 ConfigArg = Project | str | os.PathLike[str] | None
 P = ParamSpec("P")
@@ -54,89 +59,12 @@ def load(config: ConfigArg = None) -> Project:
     return config if isinstance(config, Project) else load_project(config)
 
 
-@dataclass
-class SchemaState:
-    """Where one schema of one stream stands."""
-
-    stream: str
-    schema: str
-    tenant: bool
-    current: tuple[str, ...]
-    heads: tuple[str, ...]
-    pending: int
-    drift: list[str] | None = None
-
-    @property
-    def at_head(self) -> bool:
-        return self.pending == 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "stream": self.stream,
-            "schema": self.schema,
-            "kind": "tenant" if self.tenant else "schema",
-            "current": list(self.current),
-            "heads": list(self.heads),
-            "pending": self.pending,
-            "drift": self.drift,
-        }
-
-
-@dataclass
-class SchemaResult:
-    """The outcome of applying one command to one schema."""
-
-    stream: str
-    schema: str
-    tenant: bool
-    before: tuple[str, ...]
-    after: tuple[str, ...]
-    seconds: float
-    error: str | None = None
-
-    @property
-    def changed(self) -> bool:
-        return self.before != self.after
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "stream": self.stream,
-            "schema": self.schema,
-            "from": list(self.before),
-            "to": list(self.after),
-            "seconds": round(self.seconds, 4),
-            "status": "failed" if self.error else ("applied" if self.changed else "unchanged"),
-            "error": self.error,
-        }
-
-
-@dataclass
-class CheckResult:
-    stream: str
-    schema: str
-    tenant: bool
-    pending: int
-    differences: list[str] = field(default_factory=list)
-
-    @property
-    def clean(self) -> bool:
-        return self.pending == 0 and not self.differences
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "stream": self.stream,
-            "schema": self.schema,
-            "pending": self.pending,
-            "differences": self.differences,
-        }
-
-
 class Session:
     """A project plus one engine, for one API call."""
 
-    def __init__(self, project: Project) -> None:
+    def __init__(self, project: Project, pool_size: int = 5) -> None:
         self.project = project
-        self.engine: Engine = database.project_engine(project, pool_pre_ping=False)
+        self.engine: Engine = database.project_engine(project, pool_size=pool_size)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -368,15 +296,72 @@ def revision(
         )
         if not autogenerate:
             result = command.revision(st.alembic_config(), **kwargs)
+        elif st.is_tenant:
+            result = _autogenerate_tenant(s, st, kwargs)
         else:
-            if st.is_tenant:
-                raise ConfigError(f"autogenerate for tenant stream {stream!r} is not supported yet")
             assert st.schema is not None
             with s.connect() as conn:
                 cfg = st.alembic_config(connection=conn, **{SCHEMA_KEY: st.schema})
                 result = command.revision(cfg, **kwargs)
     found = result if isinstance(result, list) else [result]
     return [sc for sc in found if sc is not None]
+
+
+def _autogenerate_tenant(s: Session, st: Stream, kwargs: dict[str, Any]) -> Any:
+    """Autogenerate a tenant revision against a scratch schema brought to head.
+
+    Everything happens in one transaction that is rolled back, so the scratch schema never
+    outlives the call, even when autogenerate fails or the process is killed. A dedicated
+    engine is used because the scratch schema is made the dialect's default schema."""
+    scratch = "alembic_schemas_scratch_" + uuid.uuid4().hex[:16]
+    engine = database.create_engine(
+        s.engine.url.render_as_string(hide_password=False), poolclass=sa.pool.NullPool
+    )
+    try:
+        with database.connect(engine) as conn, conn.begin() as tx:
+            command.upgrade(st.alembic_config(connection=conn, **{SCHEMA_KEY: scratch}), "heads")
+            cfg = st.alembic_config(connection=conn, **{SCHEMA_KEY: scratch, SCRATCH_KEY: True})
+            try:
+                return command.revision(cfg, **kwargs)
+            finally:
+                tx.rollback()
+    finally:
+        engine.dispose()
+
+
+class UpgradeReport(list[SchemaResult]):
+    """The results of an upgrade (one per schema attempted), plus run-wide figures."""
+
+    def __init__(self, run_id: str = "") -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.at_target: dict[str, int] = {}
+        self.seconds = 0.0
+
+    @property
+    def failed(self) -> list[SchemaResult]:
+        return [r for r in self if r.error]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "seconds": round(self.seconds, 3),
+            "applied": sum(1 for r in self if r.status == "applied"),
+            "unchanged": sum(1 for r in self if r.status == "unchanged")
+            + sum(self.at_target.values()),
+            "failed": len(self.failed),
+            "results": [r.as_dict() for r in self],
+        }
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``K/N`` (1 <= K <= N) to (K, N)."""
+    if not text:
+        return None
+    k, sep, n = text.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise ConfigError(f"--shard {text!r} must be K/N with 1 <= K <= N, e.g. 1/4")
+    return int(k), int(n)
 
 
 @_user_errors
@@ -387,9 +372,21 @@ def upgrade(
     tenants: Sequence[str] | None = None,
     sql: bool = False,
     output: IO[str] | None = None,
+    jobs: int | None = None,
+    max_failures: int = 0,
+    retry_failed: bool = False,
+    shard: str | tuple[int, int] | None = None,
+    on_plan: Callable[[str, int, int], None] | None = None,
+    on_result: Callable[[SchemaResult], None] | None = None,
     config: ConfigArg = None,
-) -> list[SchemaResult]:
-    """Upgrade every selected stream (default all, in dependency order) to ``revision``."""
+) -> UpgradeReport:
+    """Upgrade every selected stream (default all, in dependency order) to ``revision``.
+
+    Tenant streams run through the parallel executor (``jobs`` workers, default CPU count).
+    After more than ``max_failures`` failed schemas no new schema starts. ``retry_failed``
+    narrows each tenant stream to the tenants that failed in its last run; ``shard`` "K/N"
+    to a stable 1/N of them. Raises MigrationFailed (with ``.report``) when anything failed.
+    """
     if sql:
         _offline(
             config,
@@ -398,8 +395,65 @@ def upgrade(
             lambda _s, cfg: command.upgrade(cfg, revision, sql=True),
             output,
         )
-        return []
-    return _run_each(config, streams, tenants, lambda _s, cfg: command.upgrade(cfg, revision))
+        return UpgradeReport()
+    project = load(config)
+    workers = max(1, jobs or project.jobs or os.cpu_count() or 1)
+    shard_kn = parse_shard(shard) if isinstance(shard, str) else shard
+    started = time.perf_counter()
+    s = Session(project, pool_size=workers + 2)
+    try:
+        recorder = Recorder(s.engine)
+        report = UpgradeReport(recorder.run_id)
+
+        def done(result: SchemaResult) -> None:
+            recorder.add(result)
+            if on_result is not None:
+                on_result(result)
+
+        try:
+            for stream in streams_of(project, streams):
+                if not stream.is_tenant:
+                    assert stream.schema is not None
+                    if on_plan is not None:
+                        on_plan(stream.name, 1, 1)
+                    result = _apply(
+                        s, stream, stream.schema, lambda cfg: command.upgrade(cfg, revision)
+                    )
+                    report.append(result)
+                    done(result)
+                else:
+                    names = s.targets(stream, tenants)
+                    if retry_failed:
+                        with s.connect() as conn:
+                            failed = set(recorder_last_failures(conn, stream.name))
+                        names = [n for n in names if n in failed]
+                    names = select_shard(names, shard_kn)
+                    ex = Executor(
+                        stream,
+                        s.engine,
+                        jobs=workers,
+                        max_failures=max_failures - len(report.failed),
+                        on_result=done,
+                    )
+                    plan = ex.plan(names, revision)
+                    report.at_target[stream.name] = len(names) - len(plan.todo)
+                    if on_plan is not None:
+                        on_plan(stream.name, len(names), len(plan.todo))
+                    report.extend(ex.run(plan, revision))
+                if len(report.failed) > max_failures:
+                    break
+        finally:
+            recorder.flush()
+    finally:
+        s.close()
+    report.seconds = time.perf_counter() - started
+    if report.failed:
+        first = report.failed[0]
+        more = f" (and {len(report.failed) - 1} more)" if len(report.failed) > 1 else ""
+        exc = MigrationFailed(f"{first.stream}/{first.schema}: {first.error}{more}")
+        exc.report = report  # type: ignore[attr-defined]
+        raise exc
+    return report
 
 
 @_user_errors

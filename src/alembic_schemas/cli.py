@@ -14,7 +14,9 @@ import click
 from alembic.script import Script
 
 from . import api, embedded
-from .errors import AlembicSchemasError, CheckFailed
+from .errors import AlembicSchemasError, CheckFailed, MigrationFailed
+from .progress import PER_LINE_LIMIT, RunProgress
+from .results import SchemaResult
 
 log = logging.getLogger("alembic_schemas")
 
@@ -215,6 +217,16 @@ def revision(
 @tenant_opt
 @click.argument("revision", default="head")
 @click.option("--sql", is_flag=True, help="Print the SQL instead of running it.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Parallel workers (default: CPUs).")
+@click.option(
+    "--max-failures",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Failed schemas tolerated before no new schema starts.",
+)
+@click.option("--retry-failed", is_flag=True, help="Only the tenants that failed in the last run.")
+@click.option("--shard", help="K/N: take a stable 1/N of the tenants (K from 1 to N).")
 @json_opt
 @click.pass_context
 def upgrade(
@@ -223,12 +235,59 @@ def upgrade(
     tenants: tuple[str, ...],
     revision: str,
     sql: bool,
+    jobs: int | None,
+    max_failures: int,
+    retry_failed: bool,
+    shard: str | None,
     as_json: bool,
 ) -> None:
     """Upgrade every stream (or -s ...) and every tenant to REVISION (default head)."""
-    results = api.upgrade(revision, streams=streams, tenants=tenants, sql=sql, config=_cfg(ctx))
+    progress = RunProgress(quiet=as_json)
+    try:
+        report = api.upgrade(
+            revision,
+            streams=streams,
+            tenants=tenants,
+            sql=sql,
+            jobs=jobs,
+            max_failures=max_failures,
+            retry_failed=retry_failed,
+            shard=shard,
+            on_plan=progress.plan,
+            on_result=progress.result,
+            config=_cfg(ctx),
+        )
+    except MigrationFailed as exc:
+        progress.close()
+        partial = getattr(exc, "report", None)
+        if partial is not None:
+            _upgrade_summary(partial, as_json)
+        raise
+    progress.close()
     if not sql:
-        _report(results, as_json)
+        _upgrade_summary(report, as_json)
+
+
+def _upgrade_summary(report: api.UpgradeReport, as_json: bool) -> None:
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    by_stream: dict[str, list[SchemaResult]] = {}
+    for r in report:
+        by_stream.setdefault(r.stream, []).append(r)
+    for stream, results in by_stream.items():
+        if len(results) <= PER_LINE_LIMIT:
+            _report(results, False)
+        else:
+            applied = sum(1 for r in results if r.status == "applied")
+            failed = [r for r in results if r.error]
+            click.echo(f"{stream}: {applied} applied, {len(failed)} failed")
+            for r in failed:
+                click.echo(f"{_where(r.stream, r.schema, r.tenant)}: FAILED: {r.error}")
+    for stream, n in report.at_target.items():
+        if n:
+            click.echo(f"{stream}: {n} tenant(s) already at target")
+    click.echo(f"done in {report.seconds:.2f}s (run {report.run_id})")
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})

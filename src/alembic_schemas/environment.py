@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,7 +24,7 @@ from sqlalchemy.engine import Connection
 from . import database, identifiers
 from .config import Project, load_project
 from .errors import ConfigError
-from .streams import PROJECT_KEY, SCHEMA_KEY, STREAM_KEY, Stream
+from .streams import PROJECT_KEY, SCHEMA_KEY, SCRATCH_KEY, STREAM_KEY, Stream
 
 _LOCK_NAMESPACE = zlib.crc32(b"alembic_schemas") - 2**31
 
@@ -115,6 +116,41 @@ def context_options(stream: Stream, schema: str) -> dict[str, Any]:
     return opts
 
 
+def schemaless_options(stream: Stream) -> dict[str, Any]:
+    """Options for autogenerating a tenant stream against a scratch schema that is made the
+    connection's default schema: Alembic then reflects it as ``schema=None`` and renders
+    every op without a schema, so the revision applies to any tenant."""
+
+    def include_object(obj: Any, name: str | None, type_: str, reflected: bool, other: Any) -> bool:
+        # Tables of named schemas (e.g. shared.plan referenced by a FK) are not ours to emit.
+        return not (type_ == "table" and obj.schema is not None)
+
+    return dict(
+        version_table=stream.version_table,
+        version_table_schema=None,
+        include_schemas=False,
+        include_object=include_object,
+        target_metadata=stream.require_metadata(),
+        compare_type=True,
+        compare_server_default=True,
+    )
+
+
+@contextlib.contextmanager
+def as_default_schema(conn: Connection, schema: str) -> Iterator[None]:
+    """Make ``schema`` the only schema on the search_path and the dialect's default schema.
+
+    Only used on a dedicated, single-use engine (the dialect is per engine)."""
+    database.set_local(conn, search_path=(schema,))
+    dialect = conn.dialect
+    previous = dialect.default_schema_name
+    dialect.default_schema_name = schema
+    try:
+        yield
+    finally:
+        dialect.default_schema_name = previous
+
+
 def _is_revision_run(env: EnvironmentContext) -> bool:
     """True for autogenerate/check runs, which must not change the database."""
     return "revision_context" in env.context_opts
@@ -126,13 +162,29 @@ def run_in_context(env: EnvironmentContext, stream: Stream, schema: str, conn: C
     read_only = _is_revision_run(env)
     outer = conn.begin() if not conn.in_transaction() else contextlib.nullcontext()
     with outer as tx:
-        if read_only:
+        if read_only and env.config.attributes.get(SCRATCH_KEY):
             prepare_read_only(conn, project)
+            with as_default_schema(conn, schema):
+                env.configure(connection=conn, dont_mutate=True, **schemaless_options(stream))
+                with env.begin_transaction():
+                    env.run_migrations()
         else:
-            prepare(conn, project, stream, schema)
-        env.configure(connection=conn, dont_mutate=read_only, **context_options(stream, schema))
-        with env.begin_transaction():
-            env.run_migrations()
+            if read_only:
+                prepare_read_only(conn, project)
+            else:
+                prepare(conn, project, stream, schema)
+            if stream.is_tenant and not read_only:
+                # Ops and op.get_bind() queries naming no schema land in the tenant.
+                conn.execution_options(schema_translate_map={None: schema})
+            try:
+                env.configure(
+                    connection=conn, dont_mutate=read_only, **context_options(stream, schema)
+                )
+                with env.begin_transaction():
+                    env.run_migrations()
+            finally:
+                if stream.is_tenant and not read_only:
+                    conn.execution_options(schema_translate_map=None)
         if read_only and tx is not None:
             tx.rollback()
 
@@ -195,6 +247,13 @@ def run_env() -> None:
         run_offline(env, stream, schema, database.resolve_url(stream.project))
         return
     given = env.config.attributes.get("connection")
+    if isinstance(given, sa.Engine):
+        # pytest-alembic (and some Alembic recipes) put an Engine here, not a Connection.
+        with database.connect(given) as conn:
+            run_in_context(env, stream, schema, conn)
+            if conn.in_transaction():
+                conn.commit()
+        return
     if given is not None:
         run_in_context(env, stream, schema, given)
         return

@@ -19,6 +19,7 @@ from .errors import ConfigError
 PROJECT_KEY = "alembic_schemas.project"
 STREAM_KEY = "alembic_schemas.stream"
 SCHEMA_KEY = "alembic_schemas.schema"
+SCRATCH_KEY = "alembic_schemas.scratch"
 
 
 def resolve_attr(path: str, root: Path, what: str) -> Any:
@@ -114,7 +115,8 @@ class Stream:
             return md
         target = sa.MetaData(naming_convention=md.naming_convention)
         for table in md.sorted_tables:
-            table.to_metadata(target, schema=schema if table.schema is None else table.schema)
+            copy = table.to_metadata(target, schema=schema if table.schema is None else table.schema)
+            _keep_names(table, copy)
         return target
 
     def alembic_config(self, **attributes: Any) -> Config:
@@ -125,6 +127,21 @@ class Stream:
         cfg.attributes[STREAM_KEY] = self.name
         cfg.attributes.update(attributes)
         return cfg
+
+
+def _keep_names(original: sa.Table, copy: sa.Table) -> None:
+    """Naming conventions using ``column_0_label`` embed the schema; keep the names the
+    schema-less models (and so their revisions) use."""
+
+    def key(item: Any) -> tuple[str, tuple[str, ...]]:
+        return type(item).__name__, tuple(c.name for c in item.columns)
+
+    items: list[Any] = [*original.indexes, *original.constraints]
+    names = {key(i): i.name for i in items if i.name}
+    copies: list[Any] = [*copy.indexes, *copy.constraints]
+    for item in copies:
+        if key(item) in names:
+            item.name = names[key(item)]
 
 
 def streams_of(project: Project, names: Sequence[str] | None = None) -> list[Stream]:

@@ -1,0 +1,125 @@
+"""Test your own streams with pytest-alembic (its built-in tests: single head, upgrade,
+model definitions match the DDL, up/down consistency).
+
+pytest-alembic drives one Alembic history through two fixtures you define, ``alembic_config``
+and ``alembic_engine``. For one stream, in ``tests/conftest.py``::
+
+    import pytest
+    from alembic_schemas.pytest_plugin import stream_config
+
+    pytest_plugins = ["alembic_schemas.pytest_plugin"]
+
+    @pytest.fixture
+    def alembic_config():
+        return stream_config("myschema")
+
+    @pytest.fixture
+    def alembic_engine(alembic_schemas_engine):
+        return alembic_schemas_engine
+
+then run ``pytest --test-alembic``. ``alembic_schemas_engine`` is a fresh, empty database on
+the project's server ($ALEMBIC_SCHEMAS_URL, else ``url`` from the config, else the embedded
+PostgreSQL), dropped after each test; the role needs CREATEDB.
+
+More streams: pytest-alembic's ``create_alembic_fixture(stream_config("schema1"))`` gives
+another runner fixture; call ``pytest_alembic.tests.test_upgrade(runner)`` and friends with it.
+A stream whose models reference another stream's tables (``depends_on``) needs that stream
+upgraded first: ``alembic_schemas.upgrade(streams=["shared"], config=...)`` on the same URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from . import api, database, identifiers
+from .config import Project
+
+if TYPE_CHECKING:
+    from pytest_alembic.config import Config as PytestAlembicConfig
+
+CONFIG_INI = "alembic_schemas_config"
+
+
+def stream_config(
+    stream: str,
+    *,
+    schema: str | None = None,
+    config: api.ConfigArg = None,
+    **options: Any,
+) -> PytestAlembicConfig:
+    """A ``pytest_alembic.config.Config`` for ``stream``, to return from ``alembic_config``.
+
+    ``options`` are pytest-alembic's own (``minimum_downgrade_revision``, ``skip_revisions``,
+    ``before_revision_data``, ``at_revision_data``). Tenant streams need ``schema``.
+    """
+    from pytest_alembic.config import Config
+
+    return Config(
+        alembic_config=api.alembic_config(stream, schema=schema, config=config), **options
+    )
+
+
+@contextlib.contextmanager
+def scratch_database(url: str, prefix: str = "alembic_schemas_test") -> Iterator[str]:
+    """Create an empty database on the server of ``url``; yield its URL; drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    quoted = identifiers.quote(name, "database name")
+    admin = database.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    try:
+        with database.connect(admin) as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
+        try:
+            yield make_url(url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with database.connect(admin) as conn:
+                # WITH (FORCE): a test that failed may have left a connection open.
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+    finally:
+        admin.dispose()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        CONFIG_INI,
+        "alembic-schemas config file (or its folder) for the alembic_schemas_* fixtures; "
+        "default: found by walking up from pytest's rootdir.",
+        default=None,
+    )
+
+
+@pytest.fixture
+def alembic_schemas_project(request: pytest.FixtureRequest) -> Project:
+    """The project's loaded configuration."""
+    given = request.config.getini(CONFIG_INI)
+    root = request.config.rootpath
+    return api.load(root / given if given else root)
+
+
+@pytest.fixture
+def alembic_schemas_engine(alembic_schemas_project: Project) -> Iterator[sa.Engine]:
+    """An engine on a new, empty database (dropped afterwards) on the project's server.
+
+    Its connections start with ``search_path = pg_catalog``, as the CLI's do, so autogenerate
+    sees the same schemas as ``alembic-schemas check``.
+    """
+    with scratch_database(database.resolve_url(alembic_schemas_project)) as url:
+        engine = database.create_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
+__all__ = [
+    "alembic_schemas_engine",
+    "alembic_schemas_project",
+    "stream_config",
+    "scratch_database",
+]

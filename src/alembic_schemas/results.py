@@ -1,0 +1,88 @@
+"""What the operations return: per-schema states, results and check findings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class SchemaState:
+    """Where one schema of one stream stands."""
+
+    stream: str
+    schema: str
+    tenant: bool
+    current: tuple[str, ...]
+    heads: tuple[str, ...]
+    pending: int
+    drift: list[str] | None = None
+
+    @property
+    def at_head(self) -> bool:
+        return self.pending == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "schema": self.schema,
+            "kind": "tenant" if self.tenant else "schema",
+            "current": list(self.current),
+            "heads": list(self.heads),
+            "pending": self.pending,
+            "drift": self.drift,
+        }
+
+
+@dataclass
+class SchemaResult:
+    """The outcome of applying one command to one schema."""
+
+    stream: str
+    schema: str
+    tenant: bool
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+    seconds: float
+    error: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    @property
+    def status(self) -> str:
+        return "failed" if self.error else ("applied" if self.changed else "unchanged")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "schema": self.schema,
+            "kind": "tenant" if self.tenant else "schema",
+            "from": list(self.before),
+            "to": list(self.after),
+            "seconds": round(self.seconds, 4),
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+@dataclass
+class CheckResult:
+    stream: str
+    schema: str
+    tenant: bool
+    pending: int
+    differences: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return self.pending == 0 and not self.differences
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "schema": self.schema,
+            "pending": self.pending,
+            "differences": self.differences,
+        }
