@@ -26,7 +26,7 @@ from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
-from . import autogenerate, database, identifiers, scaffold, tenants
+from . import autogenerate, database, identifiers, scaffold, sources
 from .config import Project, find_config, load_project
 from .errors import AlembicSchemasError, ConfigError, MigrationFailed, RevisionError
 from .executor import Executor, select_shard
@@ -80,7 +80,7 @@ class Session:
         if only:
             return [identifiers.validate(t, "tenant name") for t in only]
         with self.connect() as conn:
-            return tenants.names(stream, conn)
+            return sources.names(stream, conn)
 
 
 def _stream(config: ConfigArg, name: str) -> Stream:
@@ -140,6 +140,10 @@ def _apply(s: Session, stream: Stream, schema: str, run: Callable[[Config], Any]
             try:
                 run(stream.alembic_config(connection=conn, **{SCHEMA_KEY: schema}))
                 break
+            except (CommandError, AlembicRevisionError) as exc:
+                # The same REVISION goes to every stream: say which one it failed in.
+                where = f"{stream.name}/{schema}" if stream.is_tenant else stream.name
+                raise RevisionError(f"{where}: {str(exc).strip().splitlines()[0]}") from exc
             except sa.exc.DBAPIError as exc:
                 if conn.in_transaction():
                     conn.rollback()
@@ -302,7 +306,15 @@ def revision(
             assert st.schema is not None
             with s.connect() as conn:
                 cfg = st.alembic_config(connection=conn, **{SCHEMA_KEY: st.schema})
-                result = command.revision(cfg, **kwargs)
+                try:
+                    result = command.revision(cfg, **kwargs)
+                except CommandError as exc:
+                    if "not up to date" not in str(exc):
+                        raise
+                    raise AlembicSchemasError(
+                        f"stream {stream!r}: the database is not at head; run "
+                        f"'alembic-schemas upgrade -s {stream}' before autogenerating"
+                    ) from None
     found = result if isinstance(result, list) else [result]
     return [sc for sc in found if sc is not None]
 
@@ -591,7 +603,10 @@ def merge(
     message: str | None = None,
     config: ConfigArg = None,
 ) -> Script | None:
+    """Merge ``revisions`` (default: every head) into one; None when there is one head."""
     st = _stream(config, stream)
+    if list(revisions) == ["heads"] and len(st.script.get_heads()) < 2:
+        return None  # Alembic would write an empty "merge" of a single head
     return command.merge(st.alembic_config(), list(revisions), message=message)
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+import sqlalchemy as sa
 from alembic.script import Script
 
-from . import api, embedded
-from .errors import AlembicSchemasError, CheckFailed, MigrationFailed
+from . import api, database, embedded, tenants
+from .errors import AlembicSchemasError, CheckFailed, ConfigError, MigrationFailed
 from .progress import PER_LINE_LIMIT, RunProgress
 from .results import SchemaResult
 
@@ -37,9 +38,21 @@ class _Group(click.Group):
         except Exception as exc:
             if ctx.obj and ctx.obj.get("verbose"):
                 traceback.print_exc()
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            click.echo(f"alembic-schemas: error: {type(exc).__name__}: {first}", err=True)
+            click.echo(f"alembic-schemas: error: {_unexpected(exc)}", err=True)
             ctx.exit(1)
+
+
+def _unexpected(exc: Exception) -> str:
+    """One line for an error we did not word ourselves, e.g. raised by a migration script
+    or env.py: the database's message, or the exception and where it was raised."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        return database.describe(exc)
+    text = str(exc).strip()
+    line = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames and not isinstance(exc, SyntaxError):  # a SyntaxError names its file already
+        line += f" (at {frames[-1].filename}:{frames[-1].lineno}; --verbose shows the traceback)"
+    return line
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -417,6 +430,8 @@ def merge(ctx: click.Context, stream: str, revisions: tuple[str, ...], message: 
     sc = api.merge(stream, revisions or ("heads",), message=message, config=_cfg(ctx))
     if sc is not None:
         click.echo(f"{stream}: created merge revision {sc.revision}: {sc.path}")
+    else:
+        click.echo(f"{stream}: one head, nothing to merge")
 
 
 @cli.command()
@@ -471,6 +486,59 @@ def status(
             f"{_where(s.stream, s.schema, s.tenant)}: at {_revs(s.current)}, head {_revs(s.heads)}, "
             f"{s.pending} pending,{drift}"
         )
+
+
+@cli.group("tenants")
+def tenants_group() -> None:
+    """Tenant lifecycle: list, create (at head), drop."""
+
+
+tenant_stream_opt = click.option(
+    "-s", "--stream", default=None, help="Tenant stream (needed when there are several)."
+)
+
+
+@tenants_group.command("list")
+@tenant_stream_opt
+@json_opt
+@click.pass_context
+def tenants_list(ctx: click.Context, stream: str | None, as_json: bool) -> None:
+    """Every tenant of the source: name, revision, pending count."""
+    found = tenants.list_tenants(stream=stream, config=ctx.find_root().obj["config"])
+    if as_json:
+        _print_json([t.as_dict() for t in found])
+        return
+    for t in found:
+        click.echo(f"{t.name}\t{_revs(t.current)}\t{t.pending} pending")
+    if not found:
+        click.echo("no tenants")
+
+
+@tenants_group.command("create")
+@click.argument("name")
+@tenant_stream_opt
+@click.option("--replay", is_flag=True, help="Migrate revision by revision, not from the snapshot.")
+@click.pass_context
+def tenants_create(ctx: click.Context, name: str, stream: str | None, replay: bool) -> None:
+    """Provision tenant NAME at head."""
+    r = tenants.create(name, stream=stream, replay=replay, config=ctx.find_root().obj["config"])
+    click.echo(f"created tenant {r.schema} at {_revs(r.after)} ({r.seconds:.2f}s)")
+
+
+@tenants_group.command("drop")
+@click.argument("name")
+@tenant_stream_opt
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Drop even if the tenant source does not list NAME.")
+@click.pass_context
+def tenants_drop(ctx: click.Context, name: str, stream: str | None, yes: bool, force: bool) -> None:
+    """Drop tenant NAME's schema and everything in it."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ConfigError("refusing to drop without --yes when not on a terminal")
+        click.confirm(f"Drop schema {name!r} and all its data?", abort=True)
+    tenants.drop(name, stream=stream, force=force, config=ctx.find_root().obj["config"])
+    click.echo(f"dropped tenant {name}")
 
 
 @cli.group("embedded")

