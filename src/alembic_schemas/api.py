@@ -29,9 +29,10 @@ from sqlalchemy.engine import Connection, Engine
 from . import autogenerate, database, identifiers, scaffold, sources
 from .config import Project, find_config, load_project
 from .errors import AlembicSchemasError, ConfigError, MigrationFailed, RevisionError
-from .executor import Executor, select_shard
+from .executor import Executor, read_versions, select_shard
 from .recorder import Recorder
 from .recorder import last_run_failures as recorder_last_failures
+from .recorder import recent_failures as recorder_recent_failures
 from .results import CheckResult, SchemaResult, SchemaState
 from .streams import SCHEMA_KEY, SCRATCH_KEY, Stream, streams_of
 
@@ -115,18 +116,23 @@ def pending_count(stream: Stream, current: Sequence[str]) -> int:
     return len(everything - applied)
 
 
-def _state(conn: Connection, stream: Stream, schema: str) -> SchemaState:
-    current = current_heads(conn, stream, schema)
-    if conn.in_transaction():
-        conn.rollback()
-    return SchemaState(
-        stream=stream.name,
-        schema=schema,
-        tenant=stream.is_tenant,
-        current=current,
-        heads=tuple(sorted(stream.script.get_heads())),
-        pending=pending_count(stream, current),
-    )
+def _states(conn: Connection, stream: Stream, schemas: Sequence[str]) -> list[SchemaState]:
+    """States of many schemas of one stream from one bulk read of their version tables."""
+    versions = read_versions(conn, schemas, stream.version_table)
+    conn.rollback()
+    heads = tuple(sorted(stream.script.get_heads()))
+    pending = functools.lru_cache(maxsize=None)(functools.partial(pending_count, stream))
+    return [
+        SchemaState(
+            stream=stream.name,
+            schema=schema,
+            tenant=stream.is_tenant,
+            current=versions[schema],
+            heads=heads,
+            pending=pending(versions[schema]),
+        )
+        for schema in schemas
+    ]
 
 
 def _apply(s: Session, stream: Stream, schema: str, run: Callable[[Config], Any]) -> SchemaResult:
@@ -523,7 +529,7 @@ def current(
         for stream in streams_of(s.project, streams):
             names = s.targets(stream, tenants)
             with s.connect() as conn:
-                out += [_state(conn, stream, schema) for schema in names]
+                out += _states(conn, stream, names)
     return out
 
 
@@ -541,16 +547,21 @@ def status(
         for stream in streams_of(s.project, streams):
             names = s.targets(stream, tenants)
             with s.connect() as conn:
-                for schema in names:
-                    state = _state(conn, stream, schema)
+                for state in _states(conn, stream, names):
                     if drift and stream.metadata is not None:
                         with conn.begin():
                             state.drift = [
                                 autogenerate.describe(d)
-                                for d in autogenerate.compare(stream, schema, conn)
+                                for d in autogenerate.compare(stream, state.schema, conn)
                             ]
                     out.append(state)
     return out
+
+
+def last_failures(*, limit: int = 20, config: ConfigArg = None) -> list[dict[str, Any]]:
+    """The latest failed attempts (from the run record) whose schema has not succeeded since."""
+    with session(config) as s, s.connect() as conn:
+        return recorder_recent_failures(conn, limit)
 
 
 @_user_errors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -475,8 +476,9 @@ def status(
 ) -> None:
     """Every schema and tenant: current revision, head, pending count, drift."""
     states = api.status(streams=streams, tenants=tenants, drift=not no_drift, config=_cfg(ctx))
+    failures = api.last_failures(config=_cfg(ctx))
     if as_json:
-        _print_json([s.as_dict() for s in states])
+        _print_json({"schemas": [s.as_dict() for s in states], "last_failures": failures})
         return
     for s in states:
         drift = (
@@ -486,6 +488,12 @@ def status(
             f"{_where(s.stream, s.schema, s.tenant)}: at {_revs(s.current)}, head {_revs(s.heads)}, "
             f"{s.pending} pending,{drift}"
         )
+    if failures:
+        click.echo("last failures (not succeeded since):")
+        for f in failures:
+            click.echo(
+                f"  {f['stream']}/{f['schema']} at {f['at']} (run {f['run_id']}): {f['error']}"
+            )
 
 
 @cli.group("tenants")
@@ -556,4 +564,6 @@ def embedded_stop(ctx: click.Context) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `alembic-schemas status | head` is fine
     cli.main(args=list(argv) if argv is not None else None, prog_name="alembic-schemas")
