@@ -11,14 +11,9 @@ from conftest import ProjectDir
 
 SEED = Path(__file__).resolve().parent.parent / "examples" / "seed"
 
-MARKS = """
-
-class Mark(MySchemaBase):
-    __tablename__ = "marks"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(sa.ForeignKey("myschema.user.id"))
-    score: Mapped[int]
-"""
+MODELS = (SEED / "app" / "models.py").read_text()
+# The example's models are the scenario's end state; the scenario starts without `marks`.
+BEFORE_MARKS, MARKS = MODELS[: MODELS.index("\n\nclass Mark(")], MODELS[MODELS.index("\n\nclass Mark(") :]
 
 
 def _copy_seed(project_dir: ProjectDir) -> None:
@@ -26,6 +21,7 @@ def _copy_seed(project_dir: ProjectDir) -> None:
     shutil.copytree(
         SEED / "app", project_dir.root / "app", ignore=shutil.ignore_patterns("__pycache__")
     )
+    (project_dir.root / "app" / "models.py").write_text(BEFORE_MARKS + "\n")
 
 
 def _tables(db: sa.Engine, schema: str) -> set[str]:

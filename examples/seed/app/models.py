@@ -29,3 +29,10 @@ class Address(Schema1Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     contact_id: Mapped[int] = mapped_column(sa.ForeignKey("schema1.contact.id"))
     street: Mapped[str] = mapped_column(sa.String(200))
+
+
+class Mark(MySchemaBase):
+    __tablename__ = "marks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("myschema.user.id"))
+    score: Mapped[int]
