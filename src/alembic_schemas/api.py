@@ -26,7 +26,7 @@ from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
-from . import autogenerate, database, identifiers, scaffold, sources
+from . import autogenerate, database, environment, identifiers, scaffold, sources
 from .config import Project, find_config, load_project
 from .errors import AlembicSchemasError, ConfigError, MigrationFailed, RevisionError
 from .executor import Executor, read_versions, select_shard
@@ -82,6 +82,13 @@ class Session:
             return [identifiers.validate(t, "tenant name") for t in only]
         with self.connect() as conn:
             return sources.names(stream, conn)
+
+
+def _refuse_bad_tenants(tenants: Sequence[str] | None) -> None:
+    """Validate ``--tenant`` names up front: refused before any SQL runs, not when the tenant
+    stream's turn comes after the named streams were already migrated."""
+    for name in tenants or ():
+        identifiers.validate(name, "tenant name")
 
 
 def _stream(config: ConfigArg, name: str) -> Stream:
@@ -144,7 +151,12 @@ def _apply(s: Session, stream: Stream, schema: str, run: Callable[[Config], Any]
         conn.rollback()
         for attempt in range(1, attempts + 1):
             try:
-                run(stream.alembic_config(connection=conn, **{SCHEMA_KEY: schema}))
+                with conn.begin():
+                    # Lock first, then read: a concurrent run cannot also report this
+                    # schema as applied. run_in_context re-takes the (reentrant) lock.
+                    environment.prepare(conn, s.project, stream, schema)
+                    before = current_heads(conn, stream, schema)
+                    run(stream.alembic_config(connection=conn, **{SCHEMA_KEY: schema}))
                 break
             except (CommandError, AlembicRevisionError) as exc:
                 # The same REVISION goes to every stream: say which one it failed in.
@@ -192,6 +204,7 @@ def _run_each(
     *,
     reverse: bool = False,
 ) -> list[SchemaResult]:
+    _refuse_bad_tenants(tenant_names)
     results: list[SchemaResult] = []
     with session(config) as s:
         selected = streams_of(s.project, streams)
@@ -405,6 +418,7 @@ def upgrade(
     narrows each tenant stream to the tenants that failed in its last run; ``shard`` "K/N"
     to a stable 1/N of them. Raises MigrationFailed (with ``.report``) when anything failed.
     """
+    _refuse_bad_tenants(tenants)
     if sql:
         _offline(
             config,
@@ -415,6 +429,7 @@ def upgrade(
         )
         return UpgradeReport()
     project = load(config)
+    selected = streams_of(project, streams)  # an unknown stream is refused before connecting
     workers = max(1, jobs or project.jobs or os.cpu_count() or 1)
     shard_kn = parse_shard(shard) if isinstance(shard, str) else shard
     started = time.perf_counter()
@@ -429,7 +444,7 @@ def upgrade(
                 on_result(result)
 
         try:
-            for stream in streams_of(project, streams):
+            for stream in selected:
                 if not stream.is_tenant:
                     assert stream.schema is not None
                     if on_plan is not None:
@@ -524,6 +539,7 @@ def current(
     config: ConfigArg = None,
 ) -> list[SchemaState]:
     """The applied revision(s) of every selected schema."""
+    _refuse_bad_tenants(tenants)
     out: list[SchemaState] = []
     with session(config) as s:
         for stream in streams_of(s.project, streams):
@@ -542,6 +558,7 @@ def status(
     config: ConfigArg = None,
 ) -> list[SchemaState]:
     """Every schema and tenant: current revision, head, pending count and drift."""
+    _refuse_bad_tenants(tenants)
     out: list[SchemaState] = []
     with session(config) as s:
         for stream in streams_of(s.project, streams):

@@ -41,6 +41,16 @@ def lock(conn: Connection, stream: str, schema: str) -> None:
     )
 
 
+def wait_lock(conn: Connection, stream: str, schema: str, lock_timeout: str) -> None:
+    """Wait for the (stream, schema) lock as long as another run holds it, then restore
+    ``lock_timeout``. Only migration runs queue behind this lock, never an application
+    query, so lock_timeout need not bound it (statement_timeout still does); bounding it
+    made a concurrent run fail whenever the other one took longer than the timeout."""
+    database.set_local(conn, lock_timeout="0")
+    lock(conn, stream, schema)
+    database.set_local(conn, lock_timeout=lock_timeout)
+
+
 def try_lock(conn: Connection, stream: str, schema: str) -> bool:
     return bool(
         conn.scalar(
@@ -64,8 +74,8 @@ def prepare(conn: Connection, project: Project, stream: Stream, schema: str) -> 
         lock_timeout=project.lock_timeout,
         statement_timeout=project.statement_timeout,
     )
-    lock(conn, stream.name, schema)
-    conn.exec_driver_sql(create_schema_sql(schema, stream.config.owner))
+    wait_lock(conn, stream.name, schema, project.lock_timeout)
+    database.run_sql(conn, create_schema_sql(schema, stream.config.owner))
 
 
 def prepare_read_only(conn: Connection, project: Project) -> None:
@@ -113,6 +123,9 @@ def context_options(stream: Stream, schema: str) -> dict[str, Any]:
     )
     if stream.metadata is not None:
         opts["target_metadata"] = stream.target_metadata(schema)
+    from . import autogenerate  # late import: autogenerate imports this module
+
+    opts.update(autogenerate.options(schema, stream.metadata))  # enum types, sequences
     return opts
 
 
@@ -162,7 +175,9 @@ def run_in_context(env: EnvironmentContext, stream: Stream, schema: str, conn: C
     read_only = _is_revision_run(env)
     outer = conn.begin() if not conn.in_transaction() else contextlib.nullcontext()
     with outer as tx:
-        if read_only and env.config.attributes.get(SCRATCH_KEY):
+        if read_only and (env.config.attributes.get(SCRATCH_KEY) or stream.is_tenant):
+            # Tenant autogenerate/check, also from plain `alembic -x tenant=T`: compare
+            # schema-less, so no tenant name is rendered into a revision file.
             prepare_read_only(conn, project)
             with as_default_schema(conn, schema):
                 env.configure(connection=conn, dont_mutate=True, **schemaless_options(stream))
@@ -190,7 +205,14 @@ def run_in_context(env: EnvironmentContext, stream: Stream, schema: str, conn: C
 
 
 def run_offline(env: EnvironmentContext, stream: Stream, schema: str, url: str) -> None:
-    env.configure(url=url, literal_binds=True, **context_options(stream, schema))
+    # paramstyle "named", as in Alembic's own env.py template: a pyformat dialect would write
+    # every % (in names and literals) as %%, which psql then runs as written.
+    env.configure(
+        url=url,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+        **context_options(stream, schema),
+    )
     project = stream.project
     with env.begin_transaction():
         env.execute(create_schema_sql(schema, stream.config.owner))

@@ -25,6 +25,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -107,7 +108,7 @@ def read_versions(
             for i, s in enumerate(chunk)
         )
         rows: dict[str, list[str]] = {}
-        for i, version in conn.exec_driver_sql(sql):
+        for i, version in database.run_sql(conn, sql):
             rows.setdefault(chunk[i], []).append(version)
         for s in chunk:
             found[s] = tuple(sorted(rows.get(s, [])))
@@ -130,16 +131,18 @@ def is_replayable(script: Script) -> bool:
 def render_upgrade(stream: Stream, script: Script, dialect: sa.engine.Dialect) -> str:
     """The SQL of one revision's ``upgrade()``, with no schema names (offline mode)."""
     buf = io.StringIO()
-    mc = MigrationContext.configure(
-        dialect=dialect,
-        opts={
-            "as_sql": True,
-            "output_buffer": buf,
-            "literal_binds": True,
-            "transactional_ddl": False,
-            "version_table": stream.version_table,
-        },
-    )
+    opts: dict[str, Any] = {
+        "as_sql": True,
+        "output_buffer": buf,
+        "literal_binds": True,
+        "transactional_ddl": False,
+        "version_table": stream.version_table,
+    }
+    if stream.metadata is not None:
+        # Ops name unnamed constraints by target_metadata's naming convention, as they do
+        # online (environment.context_options); without it replayed tenants got other names.
+        opts["target_metadata"] = stream.metadata
+    mc = MigrationContext.configure(dialect=dialect, opts=opts)
     with _ALEMBIC_LOCK, Operations.context(mc):
         script.module.upgrade()
     return buf.getvalue()
@@ -358,45 +361,44 @@ class Executor:
                 statement_timeout=self.project.statement_timeout,
             )
             if wait:
-                environment.lock(conn, self.stream.name, tenant)
+                environment.wait_lock(conn, self.stream.name, tenant, self.project.lock_timeout)
             elif not environment.try_lock(conn, self.stream.name, tenant):
                 tx.rollback()
                 return None
-            conn.exec_driver_sql(environment.create_schema_sql(tenant, self.stream.config.owner))
+            database.run_sql(conn, environment.create_schema_sql(tenant, self.stream.config.owner))
             current = read_versions(conn, [tenant], self.stream.version_table)[tenant]
             if current == target:
                 return current, current
             steps = self.replayer.path(current, target)
-            if steps is None:
-                tx.rollback()
-                return self._via_alembic(conn, tenant, revision)
-            if not current:
-                conn.execute(sa.schema.CreateTable(self._vt))
-            for step in steps:
-                if step.sql.strip():  # type: ignore[union-attr]
-                    conn.exec_driver_sql(step.sql)  # type: ignore[arg-type]
-            if current:
-                conn.execute(
-                    self._vt.update()
-                    .where(self._vt.c.version_num == current[0])
-                    .values(version_num=target[0])
-                )
-            else:
-                conn.execute(self._vt.insert().values(version_num=target[0]))
-        return current, target
+            if steps is not None:
+                if not current:
+                    conn.execute(sa.schema.CreateTable(self._vt))
+                for step in steps:
+                    if step.sql.strip():  # type: ignore[union-attr]
+                        # Rendered with the engine's pyformat dialect, so a literal % is
+                        # doubled; passing (empty) parameters lets the driver undo that.
+                        conn.exec_driver_sql(step.sql)  # type: ignore[arg-type]
+                if current:
+                    conn.execute(
+                        self._vt.update()
+                        .where(self._vt.c.version_num == current[0])
+                        .values(version_num=target[0])
+                    )
+                else:
+                    conn.execute(self._vt.insert().values(version_num=target[0]))
+                return current, target
+            # Alembic runs in this transaction, under the lock already held: the version read
+            # above stays true, so a concurrent run cannot also report this tenant applied.
+            return current, self._via_alembic(conn, tenant, revision)
 
-    def _via_alembic(
-        self, conn: Connection, tenant: str, revision: str
-    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Revisions that need a live connection: Alembic runs them, one tenant at a time."""
+    def _via_alembic(self, conn: Connection, tenant: str, revision: str) -> tuple[str, ...]:
+        """Revisions that need a live connection: Alembic runs them, one tenant at a time,
+        inside the caller's transaction (run_in_context takes the advisory lock again, which
+        this session already holds, so it never waits on another run)."""
         from .api import current_heads
 
         with _ALEMBIC_LOCK:
-            before = current_heads(conn, self.stream, tenant)
-            conn.rollback()
             command.upgrade(
                 self.stream.alembic_config(connection=conn, **{SCHEMA_KEY: tenant}), revision
             )
-            after = current_heads(conn, self.stream, tenant)
-            conn.rollback()
-        return before, after
+            return current_heads(conn, self.stream, tenant)

@@ -46,6 +46,7 @@ class RunProgress:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("failed {task.fields[failed]}"),
+                TextColumn("{task.remaining:.0f} remaining"),
                 TextColumn("{task.fields[rate]}/s"),
                 TimeElapsedColumn(),
                 console=Console(file=self.out),

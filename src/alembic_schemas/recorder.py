@@ -94,34 +94,35 @@ def _exists(conn: Connection) -> bool:
 
 
 def last_run_failures(conn: Connection, stream: str) -> list[str]:
-    """Schemas whose attempt failed in the stream's most recent run."""
+    """Schemas of the stream whose latest attempt failed: the failures of the last run,
+    and of each shard's last run when hosts run ``--shard K/N``."""
     if not _exists(conn):
         return []
-    last = (
-        sa.select(attempt.c.run_id)
-        .where(attempt.c.stream == stream)
-        .order_by(attempt.c.id.desc())
-        .limit(1)
-        .scalar_subquery()
+    later = attempt.alias("later")
+    newer = sa.select(later.c.id).where(
+        later.c.stream == attempt.c.stream,
+        later.c.schema_name == attempt.c.schema_name,
+        later.c.id > attempt.c.id,
     )
     query = (
         sa.select(attempt.c.schema_name)
-        .where(attempt.c.stream == stream, attempt.c.run_id == last, attempt.c.status == "failed")
+        .where(attempt.c.stream == stream, attempt.c.status == "failed", ~sa.exists(newer))
         .order_by(attempt.c.schema_name)
     )
     return list(conn.execute(query).scalars())
 
 
 def recent_failures(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
-    """The latest failed attempts whose schema has not succeeded since."""
+    """The latest failed attempts whose schema has not succeeded since (one per schema)."""
     if not _exists(conn):
         return []
-    ok = attempt.alias("ok")
-    later_ok = sa.select(ok.c.id).where(
-        ok.c.stream == attempt.c.stream,
-        ok.c.schema_name == attempt.c.schema_name,
-        ok.c.id > attempt.c.id,
-        ok.c.status != "failed",
+    # Only each schema's latest attempt: a schema that failed twice is listed once, with
+    # its latest error, and one that succeeded since is not listed.
+    later = attempt.alias("later")
+    later_attempt = sa.select(later.c.id).where(
+        later.c.stream == attempt.c.stream,
+        later.c.schema_name == attempt.c.schema_name,
+        later.c.id > attempt.c.id,
     )
     query = (
         sa.select(
@@ -131,7 +132,7 @@ def recent_failures(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
             attempt.c.error,
             attempt.c.recorded_at,
         )
-        .where(attempt.c.status == "failed", ~sa.exists(later_ok))
+        .where(attempt.c.status == "failed", ~sa.exists(later_attempt))
         .order_by(attempt.c.id.desc())
         .limit(limit)
     )
