@@ -184,11 +184,14 @@ def _build(config_path: Path, data: dict[str, Any]) -> Project:
         schema, tenants = raw.get("schema"), raw.get("tenants")
         if (schema is None) == (tenants is None):
             raise ConfigError(f"{swhere}: set exactly one of 'schema' or 'tenants'")
-        if schema is not None:
-            identifiers.validate(schema, f"schema name in stream {name!r}")
         owner = raw.get("owner")
-        if owner is not None:
-            identifiers.validate(owner, f"owner role in stream {name!r}")
+        try:
+            if schema is not None:
+                identifiers.validate(schema, "schema name")
+            if owner is not None:
+                identifiers.validate(owner, "owner role")
+        except identifiers.InvalidIdentifier as exc:
+            raise identifiers.InvalidIdentifier(f"{swhere}: {exc}") from None
         depends = raw.get("depends_on", [])
         if not all(isinstance(d, str) for d in depends):
             raise ConfigError(f"{swhere}: depends_on must be a list of stream names")

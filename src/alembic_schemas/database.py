@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -13,6 +13,9 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from . import embedded, identifiers
 from .config import Project
 from .errors import ConfigError, DatabaseError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is 3.11+
 
 # Sessions start with nothing but pg_catalog on their search_path: no user schema is the
 # "default" one, so reflection always reports explicit schema names (no phantom diffs from
@@ -62,7 +65,10 @@ def describe(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip().splitlines()
     first = text[0] if text else type(orig).__name__
-    return first.removeprefix("connection failed: ").strip()
+    # psycopg prefixes connect errors with these; the rest already says what failed.
+    for prefix in ("connection failed: ", "connection is bad: "):
+        first = first.removeprefix(prefix)
+    return first.strip()
 
 
 @contextlib.contextmanager
@@ -77,9 +83,16 @@ def connect(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+def run_sql(conn: Connection, sql: str) -> sa.CursorResult[Unpack[tuple[Any, ...]]]:
+    """Execute SQL text exactly as written. ``exec_driver_sql`` alone hands psycopg an empty
+    parameter set, and psycopg then reads ``%`` as placeholders: a tenant named ``100%s``
+    became schema ``100$1``, and replayed SQL containing ``LIKE 'a%'`` failed."""
+    return conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
+
+
 def set_local(conn: Connection, *, search_path: tuple[str, ...] = (), **settings: str) -> None:
     """``SET LOCAL`` settings for the current transaction; schema names go through identifiers."""
     if search_path:
-        conn.exec_driver_sql("SET LOCAL search_path TO " + identifiers.search_path(*search_path))
+        run_sql(conn, "SET LOCAL search_path TO " + identifiers.search_path(*search_path))
     for name, value in settings.items():
         conn.execute(sa.select(sa.func.set_config(name, value, True)))

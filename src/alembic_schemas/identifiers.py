@@ -22,7 +22,9 @@ def validate(name: object, what: str = "schema name") -> str:
     Any character except NUL is allowed (it is always quoted); upper case and non-ASCII
     are kept as written. Refused: empty names, names over 63 bytes in UTF-8 (the server
     would truncate them, so two long names could collide), names starting with ``pg_``
-    (reserved for system schemas), and anything that is not a string.
+    (reserved for system schemas), ``$user`` (even quoted, ``search_path`` reads it as the
+    current role's name, so such a schema could never be pinned), and anything that is not a
+    string.
     """
     if not isinstance(name, str):
         raise InvalidIdentifier(f"invalid {what} {name!r}: must be a string")
@@ -40,6 +42,10 @@ def validate(name: object, what: str = "schema name") -> str:
         )
     if name.lower().startswith("pg_"):
         raise InvalidIdentifier(f"invalid {what} {name!r}: the pg_ prefix is reserved")
+    if name == "$user":
+        raise InvalidIdentifier(
+            f"invalid {what} {name!r}: search_path reads it as the current role's name"
+        )
     return name
 
 
