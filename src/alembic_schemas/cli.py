@@ -566,4 +566,24 @@ def embedded_stop(ctx: click.Context) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `alembic-schemas status | head` is fine
-    cli.main(args=list(argv) if argv is not None else None, prog_name="alembic-schemas")
+    try:
+        code = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="alembic-schemas",
+            standalone_mode=False,
+        )
+        # Without standalone mode click returns ctx.exit()'s code instead of exiting.
+        sys.exit(code if isinstance(code, int) else 0)
+    except click.UsageError as exc:
+        # One line, like every other user error, with where to look for the right usage.
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        click.echo(f"alembic-schemas: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"alembic-schemas: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("alembic-schemas: aborted", err=True)
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -165,8 +165,10 @@ def as_default_schema(conn: Connection, schema: str) -> Iterator[None]:
 
 
 def _is_revision_run(env: EnvironmentContext) -> bool:
-    """True for autogenerate/check runs, which must not change the database."""
-    return "revision_context" in env.context_opts
+    """True for runs that must not change the database: autogenerate/check (a revision
+    context) and reads such as plain ``alembic current`` (no destination revision)."""
+    opts = env.context_opts
+    return "revision_context" in opts or "destination_rev" not in opts
 
 
 def run_in_context(env: EnvironmentContext, stream: Stream, schema: str, conn: Connection) -> None:

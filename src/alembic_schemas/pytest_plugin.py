@@ -23,8 +23,15 @@ PostgreSQL), dropped after each test; the role needs CREATEDB.
 
 More streams: pytest-alembic's ``create_alembic_fixture(stream_config("schema1"))`` gives
 another runner fixture; call ``pytest_alembic.tests.test_upgrade(runner)`` and friends with it.
-A stream whose models reference another stream's tables (``depends_on``) needs that stream
-upgraded first: ``alembic_schemas.upgrade(streams=["shared"], config=...)`` on the same URL.
+A stream whose revisions reference another stream's tables (``depends_on``) needs that stream
+at head in the scratch database first, e.g. in ``alembic_engine``::
+
+    cfg = alembic_schemas.alembic_config("shared")
+    cfg.attributes["connection"] = alembic_schemas_engine
+    alembic.command.upgrade(cfg, "head")
+
+PYTEST_DONT_REWRITE (conftest imports this module before registering it as a plugin; it has
+no asserts to rewrite, and this marker keeps pytest from warning about that.)
 """
 
 from __future__ import annotations
