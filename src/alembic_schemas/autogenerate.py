@@ -41,7 +41,7 @@ from alembic.util import DispatchPriority, PriorityDispatchResult
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
-from . import environment, identifiers
+from . import database, environment, identifiers
 from .streams import Stream
 
 SCHEMA_OPTION = "alembic_schemas_schema"
@@ -371,8 +371,26 @@ def _compare_sequences(
     return PriorityDispatchResult.CONTINUE
 
 
+def _plan_for_catalog_lookups(
+    autogen_context: AutogenContext, upgrade_ops: ops.UpgradeOps
+) -> PriorityDispatchResult:
+    """Before any reflection: reflection asks the catalogs about the stream's few objects, but
+    hash joins, merge joins and sequential scans read whole catalogs, so each query got slower
+    with every other schema in the database. Nested loops over the catalogs' indexes cost the
+    same however crowded it is. SET LOCAL: only this read-only transaction."""
+    conn = autogen_context.connection
+    if autogen_context.opts.get(SCHEMA_OPTION) is not None and conn is not None:
+        database.set_local(
+            conn, enable_hashjoin="off", enable_mergejoin="off", enable_seqscan="off"
+        )
+    return PriorityDispatchResult.CONTINUE
+
+
 def setup(plugin: Plugin) -> None:
     """Alembic plugin entry: our comparators (a stream opts in, see :func:`options`)."""
+    plugin.add_autogenerate_comparator(
+        _plan_for_catalog_lookups, "autogenerate", priority=DispatchPriority.FIRST
+    )
     plugin.add_autogenerate_comparator(
         _compare_sequences, "schema", qualifier="postgresql", priority=DispatchPriority.LAST
     )

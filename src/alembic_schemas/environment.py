@@ -153,7 +153,8 @@ def schemaless_options(stream: Stream) -> dict[str, Any]:
 def as_default_schema(conn: Connection, schema: str) -> Iterator[None]:
     """Make ``schema`` the only schema on the search_path and the dialect's default schema.
 
-    Only used on a dedicated, single-use engine (the dialect is per engine)."""
+    The dialect is per engine: only used where no other thread shares it (a dedicated
+    engine, or the one-call session of status/check for a tenant)."""
     database.set_local(conn, search_path=(schema,))
     dialect = conn.dialect
     previous = dialect.default_schema_name

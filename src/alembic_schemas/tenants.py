@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from . import api, database, environment, identifiers, provision
+from . import api, database, environment, identifiers, provision, recorder
 from .errors import AlembicSchemasError, ConfigError
 from .executor import read_versions
 from .results import SchemaResult
@@ -81,29 +81,43 @@ def create(
     """
     identifiers.validate(name, "tenant name")
     started = time.perf_counter()
-    with api.session(config) as s:
-        st = tenant_stream(s.project, stream)
+    project = api.load(config)
+    st = tenant_stream(project, stream)
+    if connection is not None:
         if replay:
-            if connection is not None:
-                raise ConfigError("replay=True cannot run inside a caller's connection")
-            with s.connect() as conn:
-                if provision.schema_exists(conn, name):
-                    raise AlembicSchemasError(f"schema {name!r} already exists")
-            report = api.upgrade(streams=[st.name], tenants=[name], jobs=1, config=s.project)
+            raise ConfigError("replay=True cannot run inside a caller's connection")
+        if not connection.in_transaction():
+            connection.begin()
+        _refuse_existing(connection, name)  # before a possibly long snapshot build
+        # The caller's database, not the configured URL (which may be absent: no embedded
+        # server is started for an app that brings its own connection).
+        sql = provision.get_snapshot(st, connection.engine)
+        provision.provision(st, connection, name, sql)
+        after = api.current_heads(connection, st, name)
+        return SchemaResult(st.name, name, True, (), after, time.perf_counter() - started)
+    with api.session(project) as s:
+        with s.connect() as conn:
+            _refuse_existing(conn, name)
+            conn.rollback()
+        if replay:
+            report = api.upgrade(streams=[st.name], tenants=[name], jobs=1, config=project)
             return report[0]
         sql = provision.get_snapshot(st, s.engine)
-        if connection is not None:
-            if not connection.in_transaction():
-                connection.begin()
-            provision.provision(st, connection, name, sql)
-            after = api.current_heads(connection, st, name)
-        else:
-            with s.connect() as conn:
-                with conn.begin():
-                    provision.provision(st, conn, name, sql)
-                after = api.current_heads(conn, st, name)
-                conn.rollback()
+        with s.connect() as conn:
+            with conn.begin():
+                timeouts = {
+                    "lock_timeout": project.lock_timeout,
+                    "statement_timeout": project.statement_timeout,
+                }
+                provision.provision(st, conn, name, sql, timeouts=timeouts)
+            after = api.current_heads(conn, st, name)
+            conn.rollback()
     return SchemaResult(st.name, name, True, (), after, time.perf_counter() - started)
+
+
+def _refuse_existing(conn: Connection, name: str) -> None:
+    if provision.schema_exists(conn, name):
+        raise AlembicSchemasError(f"schema {name!r} already exists")
 
 
 def drop(
@@ -118,6 +132,14 @@ def drop(
     identifiers.validate(name, "tenant name")
     with api.session(config) as s:
         st = tenant_stream(s.project, stream)
+        # Never a schema the tool itself manages, not even with force.
+        owners = {c.schema: c.name for c in s.project.streams.values() if c.schema}
+        if name in owners:
+            raise ConfigError(
+                f"refusing to drop {name!r}: it is the schema of stream {owners[name]!r}"
+            )
+        if name == recorder.SCHEMA:
+            raise ConfigError(f"refusing to drop {name!r}: it holds alembic-schemas' own records")
         with s.connect() as conn:
             listed = name in names(st, conn)
             conn.rollback()
@@ -130,4 +152,4 @@ def drop(
                 environment.lock(conn, st.name, name)
                 if not provision.schema_exists(conn, name):
                     raise AlembicSchemasError(f"schema {name!r} does not exist")
-                conn.exec_driver_sql(f"DROP SCHEMA {identifiers.quote(name)} CASCADE")
+                database.run_sql(conn, f"DROP SCHEMA {identifiers.quote(name)} CASCADE")
