@@ -938,8 +938,10 @@ def test_replayed_tenant_matches_a_tenant_migrated_by_plain_alembic(
     project = alembic_schemas.load(pd.root)
     stream = Stream(project, project.stream("tenant"))
     replayer = executor.Replayer(stream, sa.create_mock_engine("postgresql://", None).dialect)
-    steps = replayer.path((), ("r3_data",))
-    assert steps is not None and len(steps) == 3  # the executor replays the whole history
+    way = replayer.path((), ("r3_data",))
+    assert way is not None
+    steps, complete = way
+    assert complete and len(steps) == 3  # the executor replays the whole history
     replayed, online = "Replayed A", "online b"
 
     report = alembic_schemas.upgrade(streams=["tenant"], tenants=[replayed], config=pd.root)

@@ -79,16 +79,17 @@ class Session:
             assert stream.schema is not None
             return [stream.schema]
         if only:
-            return [identifiers.validate(t, "tenant name") for t in only]
+            return [sources.validate_tenant(t, self.project) for t in only]
         with self.connect() as conn:
             return sources.names(stream, conn)
 
 
-def _refuse_bad_tenants(tenants: Sequence[str] | None) -> None:
+def _refuse_bad_tenants(tenants: Sequence[str] | None, config: ConfigArg = None) -> None:
     """Validate ``--tenant`` names up front: refused before any SQL runs, not when the tenant
     stream's turn comes after the named streams were already migrated."""
+    project = load(config) if tenants else None
     for name in tenants or ():
-        identifiers.validate(name, "tenant name")
+        sources.validate_tenant(name, project)
 
 
 def _stream(config: ConfigArg, name: str) -> Stream:
@@ -204,7 +205,7 @@ def _run_each(
     *,
     reverse: bool = False,
 ) -> list[SchemaResult]:
-    _refuse_bad_tenants(tenant_names)
+    _refuse_bad_tenants(tenant_names, config)
     results: list[SchemaResult] = []
     with session(config) as s:
         selected = streams_of(s.project, streams)
@@ -418,7 +419,7 @@ def upgrade(
     narrows each tenant stream to the tenants that failed in its last run; ``shard`` "K/N"
     to a stable 1/N of them. Raises MigrationFailed (with ``.report``) when anything failed.
     """
-    _refuse_bad_tenants(tenants)
+    _refuse_bad_tenants(tenants, config)
     if sql:
         _offline(
             config,
@@ -539,7 +540,7 @@ def current(
     config: ConfigArg = None,
 ) -> list[SchemaState]:
     """The applied revision(s) of every selected schema."""
-    _refuse_bad_tenants(tenants)
+    _refuse_bad_tenants(tenants, config)
     out: list[SchemaState] = []
     with session(config) as s:
         for stream in streams_of(s.project, streams):
@@ -558,7 +559,7 @@ def status(
     config: ConfigArg = None,
 ) -> list[SchemaState]:
     """Every schema and tenant: current revision, head, pending count and drift."""
-    _refuse_bad_tenants(tenants)
+    _refuse_bad_tenants(tenants, config)
     out: list[SchemaState] = []
     with session(config) as s:
         for stream in streams_of(s.project, streams):

@@ -60,6 +60,7 @@ class Step:
     revision: str
     down: str | None
     sql: str | None
+    merge: bool = False
 
 
 @dataclass
@@ -164,33 +165,42 @@ class Replayer:
                 assert sc is not None
                 down = sc.down_revision
                 if not (down is None or isinstance(down, str)):
-                    sql = None  # merge points go through Alembic
-                    down_rev: str | None = None
+                    self._steps[revision] = Step(revision, None, None, merge=True)
                 else:
-                    down_rev = down
-                    sql = (
-                        render_upgrade(self.stream, sc, self.dialect) if is_replayable(sc) else None
-                    )
-                self._steps[revision] = Step(revision, down_rev, sql)
+                    replay = is_replayable(sc)
+                    sql = render_upgrade(self.stream, sc, self.dialect) if replay else None
+                    self._steps[revision] = Step(revision, down, sql)
             return self._steps[revision]
 
-    def path(self, current: tuple[str, ...], target: tuple[str, ...]) -> list[Step] | None:
-        """Steps from ``current`` up to ``target`` when all are linear and replayable."""
+    def path(
+        self, current: tuple[str, ...], target: tuple[str, ...]
+    ) -> tuple[list[Step], bool] | None:
+        """The replayable steps from ``current`` towards ``target``, and whether they reach it.
+
+        None when the way is not a single linear chain (branches, merges, downgrades): then
+        Alembic does all of it. Otherwise the leading replayable revisions are replayed and
+        Alembic takes over, in the same transaction, from the first that needs a connection.
+        """
         if len(target) != 1 or len(current) > 1:
             return None
-        steps: list[Step] = []
+        chain: list[Step] = []
         rev: str | None = target[0]
         start = current[0] if current else None
         while rev != start:
             if rev is None:
                 return None  # current is not an ancestor of target (downgrade or branch)
             step = self.step(rev)
-            if step.sql is None:
-                return None
-            steps.append(step)
+            if step.merge:
+                return None  # Alembic walks merge points
+            chain.append(step)
             rev = step.down
-        steps.reverse()
-        return steps
+        chain.reverse()
+        prefix: list[Step] = []
+        for step in chain:
+            if step.sql is None:
+                break
+            prefix.append(step)
+        return prefix, len(prefix) == len(chain)
 
 
 def version_table(name: str) -> sa.Table:
@@ -369,8 +379,9 @@ class Executor:
             current = read_versions(conn, [tenant], self.stream.version_table)[tenant]
             if current == target:
                 return current, current
-            steps = self.replayer.path(current, target)
-            if steps is not None:
+            way = self.replayer.path(current, target)
+            steps, complete = way if way is not None else ([], False)
+            if steps:
                 if not current:
                     conn.execute(sa.schema.CreateTable(self._vt))
                 for step in steps:
@@ -378,14 +389,16 @@ class Executor:
                         # Rendered with the engine's pyformat dialect, so a literal % is
                         # doubled; passing (empty) parameters lets the driver undo that.
                         conn.exec_driver_sql(step.sql)  # type: ignore[arg-type]
+                reached = steps[-1].revision
                 if current:
                     conn.execute(
                         self._vt.update()
                         .where(self._vt.c.version_num == current[0])
-                        .values(version_num=target[0])
+                        .values(version_num=reached)
                     )
                 else:
-                    conn.execute(self._vt.insert().values(version_num=target[0]))
+                    conn.execute(self._vt.insert().values(version_num=reached))
+            if complete:
                 return current, target
             # Alembic runs in this transaction, under the lock already held: the version read
             # above stays true, so a concurrent run cannot also report this tenant applied.

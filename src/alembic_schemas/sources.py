@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import identifiers
+from .config import Project
 from .errors import ConfigError, DatabaseError
 from .streams import Stream, resolve_attr
 
@@ -58,13 +59,30 @@ def _raw_names(stream: Stream, conn: Connection) -> Iterable[object]:
     return list(func(conn))
 
 
+# Schemas that are never tenants, whatever a source returns: system and shared schemas,
+# the run record's, and the tool's own scratch/staging schemas.
+NOT_TENANTS = {"public", "information_schema", "alembic_schemas"}
+TOOL_PREFIX = "alembic_schemas_"
+
+
+def validate_tenant(name: object, project: Project | None = None) -> str:
+    """A valid identifier that is not a system, tool or named-stream schema."""
+    checked = identifiers.validate(name, "tenant name")
+    named = {s.schema for s in project.streams.values() if s.schema} if project else set()
+    if checked in NOT_TENANTS or checked.startswith(TOOL_PREFIX) or checked in named:
+        raise identifiers.InvalidIdentifier(
+            f"invalid tenant name {checked!r}: a system, tool or named-stream schema"
+        )
+    return checked
+
+
 def names(stream: Stream, conn: Connection) -> list[str]:
     """The stream's tenant schemas, validated; a bad name is logged and skipped, never run."""
     out: list[str] = []
     seen: set[str] = set()
     for raw in _raw_names(stream, conn):
         try:
-            name = identifiers.validate(raw, "tenant name")
+            name = validate_tenant(raw, stream.project)
         except identifiers.InvalidIdentifier as exc:
             log.warning("skipping tenant: %s", exc)
             continue

@@ -16,7 +16,7 @@ from . import api, database, environment, identifiers, provision, recorder
 from .errors import AlembicSchemasError, ConfigError
 from .executor import read_versions
 from .results import SchemaResult
-from .sources import names
+from .sources import NOT_TENANTS, TOOL_PREFIX, names, validate_tenant
 from .streams import Stream
 
 __all__ = ["TenantInfo", "create", "drop", "list_tenants", "names"]
@@ -79,9 +79,9 @@ def create(
     ``replay`` by migrating revision by revision. With ``connection``, runs inside that
     connection's current transaction (begun if needed) and leaves committing to the caller.
     """
-    identifiers.validate(name, "tenant name")
     started = time.perf_counter()
     project = api.load(config)
+    validate_tenant(name, project)
     st = tenant_stream(project, stream)
     if connection is not None:
         if replay:
@@ -132,6 +132,8 @@ def drop(
     identifiers.validate(name, "tenant name")
     with api.session(config) as s:
         st = tenant_stream(s.project, stream)
+        if name in NOT_TENANTS or name.startswith(TOOL_PREFIX):
+            raise ConfigError(f"refusing to drop {name!r}: not a tenant schema")
         # Never a schema the tool itself manages, not even with force.
         owners = {c.schema: c.name for c in s.project.streams.values() if c.schema}
         if name in owners:
