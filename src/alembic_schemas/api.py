@@ -126,7 +126,7 @@ def pending_count(stream: Stream, current: Sequence[str]) -> int:
 
 def _states(conn: Connection, stream: Stream, schemas: Sequence[str]) -> list[SchemaState]:
     """States of many schemas of one stream from one bulk read of their version tables."""
-    versions = read_versions(conn, schemas, stream.version_table)
+    versions = read_versions(conn, schemas, stream.version_table, bulk=True)
     conn.rollback()
     heads = tuple(sorted(stream.script.get_heads()))
     pending = functools.lru_cache(maxsize=None)(functools.partial(pending_count, stream))

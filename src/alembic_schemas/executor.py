@@ -88,9 +88,12 @@ def select_shard(tenants: Iterable[str], shard: tuple[int, int] | None) -> list[
 
 
 def read_versions(
-    conn: Connection, schemas: Sequence[str], version_table: str
+    conn: Connection, schemas: Sequence[str], version_table: str, *, bulk: bool = False
 ) -> dict[str, tuple[str, ...]]:
-    """Every schema's version rows in a few round trips; a schema without one is at base."""
+    """Every schema's version rows in a few round trips; a schema without one is at base.
+
+    ``bulk``: end the transaction after each chunk. Reading a table locks it until the
+    transaction ends, and 10,000 tenants' locks overflow the server's lock table."""
     found: dict[str, tuple[str, ...]] = {s: () for s in schemas}
     with_table = list(
         conn.execute(
@@ -111,6 +114,8 @@ def read_versions(
         rows: dict[str, list[str]] = {}
         for i, version in database.run_sql(conn, sql):
             rows.setdefault(chunk[i], []).append(version)
+        if bulk:
+            conn.rollback()
         for s in chunk:
             found[s] = tuple(sorted(rows.get(s, [])))
     return found
@@ -247,7 +252,7 @@ class Executor:
     def plan(self, tenants: Sequence[str], revision: str) -> Plan:
         target = self.resolve_target(revision)
         with database.connect(self.engine) as conn:
-            current = read_versions(conn, tenants, self.stream.version_table)
+            current = read_versions(conn, tenants, self.stream.version_table, bulk=True)
             conn.rollback()
         todo = [t for t in tenants if current[t] != target]
         return Plan(target, current, todo)

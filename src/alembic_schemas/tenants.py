@@ -59,7 +59,7 @@ def list_tenants(*, stream: str | None = None, config: api.ConfigArg = None) -> 
         st = tenant_stream(s.project, stream)
         with s.connect() as conn:
             tenants = names(st, conn)
-            versions = read_versions(conn, tenants, st.version_table)
+            versions = read_versions(conn, tenants, st.version_table, bulk=True)
         return [
             TenantInfo(st.name, t, versions[t], api.pending_count(st, versions[t])) for t in tenants
         ]

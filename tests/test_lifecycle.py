@@ -1,0 +1,923 @@
+"""Tenant lifecycle (issue 3): ``tenants list / create / drop``, and snapshot provisioning.
+
+The central test proves that a tenant provisioned from the snapshot is identical to one
+migrated revision by revision: same tables, columns, types, defaults, constraints, indexes,
+sequences, enums, privileges, version row and seed rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+import alembic_schemas
+from alembic_schemas import identifiers, provision, tenants
+from alembic_schemas.cli import cli as cli_main
+from alembic_schemas.config import URL_ENV
+from alembic_schemas.errors import AlembicSchemasError
+
+from conftest import ProjectDir
+
+HEAD = "ten05"
+
+REVISION = '''"""{message}
+
+Revision ID: {rev}
+Revises: {down}
+"""
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision = {rev!r}
+down_revision = {down!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+{body}
+
+
+def downgrade() -> None:
+    raise NotImplementedError
+'''
+
+SHARED_REVISIONS = [
+    (
+        "shared01",
+        "plans",
+        """
+        op.create_table(
+            "plan",
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("name", sa.String(50), nullable=False),
+            sa.UniqueConstraint("name", name="uq_plan_name"),
+            schema="shared",
+        )
+        plan = sa.table("plan", sa.column("id"), sa.column("name"), schema="shared")
+        op.bulk_insert(plan, [{"id": 1, "name": "free"}, {"id": 2, "name": "pro"}])
+        """,
+    )
+]
+
+# A history that exercises what a snapshot must carry over: an enum that gains a label in the
+# middle, an identity column, a SERIAL, a free-standing sequence used by a default, added,
+# dropped and retyped columns, a FK to the named schema, unique/check constraints, plain,
+# unique and partial indexes, server defaults, a table comment, a grant, seed rows written by
+# op.bulk_insert (with text that looks like SQL, psql commands and placeholders), a data
+# migration through op.get_bind(), and a table created and dropped again.
+TENANT_REVISIONS = [
+    (
+        "ten01",
+        "account and role enum",
+        """
+        op.execute("CREATE TYPE account_role AS ENUM ('owner', 'member')")
+        role = postgresql.ENUM("owner", "member", name="account_role", create_type=False)
+        op.create_table(
+            "account",
+            sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+            sa.Column("email", sa.String(200), nullable=False),
+            sa.Column("role", role, nullable=False, server_default="member"),
+            sa.Column("plan_id", sa.Integer, nullable=False),
+            sa.Column(
+                "created_at",
+                sa.DateTime(timezone=True),
+                server_default=sa.func.now(),
+                nullable=False,
+            ),
+            sa.Column("legacy", sa.Text),
+            sa.ForeignKeyConstraint(["plan_id"], ["shared.plan.id"], name="fk_account_plan"),
+            sa.UniqueConstraint("email", name="uq_account_email"),
+            sa.CheckConstraint("length(email) > 3", name="ck_account_email"),
+            comment="people who sign in",
+        )
+        op.create_index("ix_account_created_at", "account", ["created_at"])
+        """,
+    ),
+    (
+        "ten02",
+        "nickname, drop legacy, invoices",
+        """
+        op.add_column(
+            "account", sa.Column("nickname", sa.String(50), server_default="anon", nullable=False)
+        )
+        op.drop_column("account", "legacy")
+        op.alter_column(
+            "account",
+            "email",
+            type_=sa.String(320),
+            existing_type=sa.String(200),
+            existing_nullable=False,
+        )
+        op.execute("CREATE SEQUENCE invoice_number_seq START WITH 1000 INCREMENT BY 5")
+        op.create_table(
+            "invoice",
+            sa.Column("id", sa.Integer, primary_key=True),
+            sa.Column("account_id", sa.BigInteger, nullable=False),
+            sa.Column(
+                "number",
+                sa.BigInteger,
+                server_default=sa.text("nextval('invoice_number_seq')"),
+                nullable=False,
+            ),
+            sa.Column("amount", sa.Numeric(12, 2), server_default="0", nullable=False),
+            sa.Column("status", sa.String(10), server_default="open", nullable=False),
+            sa.ForeignKeyConstraint(
+                ["account_id"], ["account.id"], name="fk_invoice_account", ondelete="CASCADE"
+            ),
+            sa.CheckConstraint("amount >= 0", name="ck_invoice_amount"),
+            sa.CheckConstraint("status IN ('open', 'paid', 'void')", name="ck_invoice_status"),
+        )
+        op.create_index(
+            "ix_invoice_account_number", "invoice", ["account_id", "number"], unique=True
+        )
+        """,
+    ),
+    (
+        "ten03",
+        "settings seed and admin role",
+        """
+        setting = op.create_table(
+            "setting",
+            sa.Column("key", sa.String(100), primary_key=True),
+            sa.Column("value", sa.Text, nullable=False),
+        )
+        op.bulk_insert(
+            setting,
+            [
+                {"key": "currency", "value": "EUR"},
+                {"key": "percent", "value": "100% of %s and %(x)s"},
+                {"key": "multiline", "value": "one\\nSET work_mem = '1GB';\\n\\\\. two\\n\\\\connect x"},
+                {"key": "ünïcode", "value": "ünïcödé ✓ 'single' \\"double\\" $$dollar$$ ; -- /*"},
+            ],
+        )
+        op.execute("ALTER TYPE account_role ADD VALUE 'admin' BEFORE 'member'")
+        """,
+    ),
+    (
+        "ten04",
+        "data migration through get_bind",
+        """
+        bind = op.get_bind()
+        count = bind.execute(sa.text("SELECT count(*) FROM setting")).scalar_one()
+        bind.execute(
+            sa.text("INSERT INTO setting (key, value) VALUES ('seeded_count', :n)"),
+            {"n": str(count)},
+        )
+        """,
+    ),
+    (
+        "ten05",
+        "churn, partial index, grant",
+        """
+        op.create_table("scratch", sa.Column("id", sa.Integer, primary_key=True))
+        op.add_column("invoice", sa.Column("note", sa.Text))
+        op.create_index(
+            "ix_account_nickname",
+            "account",
+            ["nickname"],
+            postgresql_where=sa.text("nickname <> 'anon'"),
+        )
+        op.drop_column("invoice", "note")
+        op.drop_table("scratch")
+        op.execute("GRANT SELECT ON setting TO PUBLIC")
+        """,
+    ),
+]
+
+# The models at head (tenant tables with schema=None; shared.plan copied in for the FK).
+MODELS = """
+import sqlalchemy as sa
+
+shared_md = sa.MetaData(schema="shared")
+sa.Table(
+    "plan",
+    shared_md,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(50), nullable=False),
+    sa.UniqueConstraint("name", name="uq_plan_name"),
+)
+
+tenant_md = sa.MetaData()
+shared_md.tables["shared.plan"].to_metadata(tenant_md)
+sa.Sequence("invoice_number_seq", start=1000, increment=5, metadata=tenant_md)
+sa.Table(
+    "account",
+    tenant_md,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column(
+        "role",
+        sa.Enum("owner", "admin", "member", name="account_role"),
+        nullable=False,
+        server_default="member",
+    ),
+    sa.Column(
+        "plan_id",
+        sa.Integer,
+        sa.ForeignKey("shared.plan.id", name="fk_account_plan"),
+        nullable=False,
+    ),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+    ),
+    sa.Column("nickname", sa.String(50), server_default="anon", nullable=False),
+    sa.UniqueConstraint("email", name="uq_account_email"),
+    sa.CheckConstraint("length(email) > 3", name="ck_account_email"),
+    sa.Index("ix_account_created_at", "created_at"),
+    sa.Index("ix_account_nickname", "nickname", postgresql_where=sa.text("nickname <> 'anon'")),
+    comment="people who sign in",
+)
+sa.Table(
+    "invoice",
+    tenant_md,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "account_id",
+        sa.BigInteger,
+        sa.ForeignKey("account.id", name="fk_invoice_account", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column(
+        "number",
+        sa.BigInteger,
+        server_default=sa.text("nextval('invoice_number_seq')"),
+        nullable=False,
+    ),
+    sa.Column("amount", sa.Numeric(12, 2), server_default="0", nullable=False),
+    sa.Column("status", sa.String(10), server_default="open", nullable=False),
+    sa.CheckConstraint("amount >= 0", name="ck_invoice_amount"),
+    sa.CheckConstraint("status IN ('open', 'paid', 'void')", name="ck_invoice_status"),
+    sa.Index("ix_invoice_account_number", "account_id", "number", unique=True),
+)
+sa.Table(
+    "setting",
+    tenant_md,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+"""
+
+
+def write_revisions(root: Path, stream: str, revisions: list[tuple[str, str, str]]) -> None:
+    versions = root / "migrations" / stream / "versions"
+    versions.mkdir(parents=True, exist_ok=True)
+    down: str | None = None
+    for rev, message, body in revisions:
+        text = REVISION.format(
+            message=message,
+            rev=rev,
+            down=down,
+            body=textwrap.indent(textwrap.dedent(body).strip(), "    "),
+        )
+        (versions / f"{rev}.py").write_text(text, encoding="utf-8")
+        down = rev
+
+
+def make_project(project_dir: ProjectDir, *, with_bind: bool = True) -> Path:
+    """A shared schema stream (plans) and a tenant stream over ``like:tenant%``, with the
+    shared stream at head. ``with_bind=False`` leaves out the get_bind data migration, so
+    every revision is replayed as SQL rather than run through Alembic."""
+    root = project_dir.root
+    module = "lifecycle_models_" + uuid.uuid4().hex[:8]
+    project_dir.write(f"{module}.py", MODELS)
+    project_dir.write(
+        "pyproject.toml",
+        f"""
+        [tool.alembic-schemas]
+        script_location = "migrations"
+
+        [tool.alembic-schemas.streams.shared]
+        schema = "shared"
+        metadata = "{module}:shared_md"
+
+        [tool.alembic-schemas.streams.tenant]
+        tenants = "like:tenant%"
+        metadata = "{module}:tenant_md"
+        depends_on = ["shared"]
+        """,
+    )
+    alembic_schemas.init(root)
+    revisions = [r for r in TENANT_REVISIONS if with_bind or r[0] != "ten04"]
+    write_revisions(root, "shared", SHARED_REVISIONS)
+    write_revisions(root, "tenant", revisions)
+    alembic_schemas.upgrade(streams=["shared"], config=root)
+    return root
+
+
+@pytest.fixture
+def project(project_dir: ProjectDir) -> ProjectDir:
+    make_project(project_dir)
+    return project_dir
+
+
+def cli(
+    project: ProjectDir, *args: str, url: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it from a script: stdin is not a terminal."""
+    return subprocess.run(
+        [sys.executable, "-m", "alembic_schemas", *args],
+        cwd=project.root,
+        env={**os.environ, URL_ENV: url or project.url},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def schemas(db: sa.Engine) -> set[str]:
+    with db.connect() as conn:
+        return set(
+            conn.scalars(
+                sa.text(
+                    "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname !~ '^pg_' "
+                    "AND nspname <> 'information_schema'"
+                )
+            )
+        )
+
+
+def versions(db: sa.Engine, schema: str) -> list[str]:
+    with db.connect() as conn:
+        table = identifiers.qualified(schema, "alembic_version")
+        return list(conn.scalars(sa.text(f"SELECT version_num FROM {table}")))
+
+
+def tables(db: sa.Engine, schema: str) -> set[str]:
+    return set(sa.inspect(db).get_table_names(schema=schema))
+
+
+# --- catalog of one schema, with the schema's own name taken out ------------------------------
+
+CATALOG_QUERIES = {
+    "schema": """
+        SELECT pg_catalog.pg_get_userbyid(n.nspowner), coalesce(n.nspacl::text, '')
+        FROM pg_catalog.pg_namespace n WHERE n.nspname = :s
+    """,
+    "relations": """
+        SELECT c.relname, c.relkind, c.relpersistence, coalesce(c.relacl::text, ''),
+               coalesce(pg_catalog.obj_description(c.oid, 'pg_class'), '')
+        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = :s ORDER BY c.relname
+    """,
+    # Columns in their order (attnum values differ where a column was dropped, so only the
+    # order counts), with type, default, nullability, identity, generation, collation.
+    "columns": """
+        SELECT c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
+               coalesce(pg_catalog.pg_get_expr(d.adbin, d.adrelid), ''), a.attnotnull,
+               a.attidentity, a.attgenerated, coalesce(co.collname, ''),
+               coalesce(pg_catalog.col_description(c.oid, a.attnum), '')
+        FROM pg_catalog.pg_attribute a
+        JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        LEFT JOIN pg_catalog.pg_collation co
+               ON co.oid = a.attcollation AND a.attcollation <> 100
+        WHERE n.nspname = :s AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0
+          AND NOT a.attisdropped
+        ORDER BY c.relname, a.attnum
+    """,
+    "constraints": """
+        SELECT coalesce(c.relname, ''), con.conname, con.contype,
+               pg_catalog.pg_get_constraintdef(con.oid), con.condeferrable, con.condeferred,
+               con.convalidated
+        FROM pg_catalog.pg_constraint con
+        JOIN pg_catalog.pg_namespace n ON n.oid = con.connamespace
+        LEFT JOIN pg_catalog.pg_class c ON c.oid = con.conrelid
+        WHERE n.nspname = :s ORDER BY 1, 2
+    """,
+    "indexes": """
+        SELECT indexname, indexdef FROM pg_catalog.pg_indexes
+        WHERE schemaname = :s ORDER BY indexname
+    """,
+    "sequences": """
+        SELECT s.sequencename, s.data_type::text, s.start_value, s.increment_by, s.min_value,
+               s.max_value, s.cache_size, s.cycle, s.last_value,
+               coalesce(owner.relname || '.' || a.attname, ''), coalesce(d.deptype::text, '')
+        FROM pg_catalog.pg_sequences s
+        JOIN pg_catalog.pg_namespace n ON n.nspname = s.schemaname
+        JOIN pg_catalog.pg_class sc ON sc.relname = s.sequencename AND sc.relnamespace = n.oid
+        LEFT JOIN pg_catalog.pg_depend d
+               ON d.objid = sc.oid AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+              AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+              AND d.deptype IN ('a', 'i')
+        LEFT JOIN pg_catalog.pg_class owner ON owner.oid = d.refobjid
+        LEFT JOIN pg_catalog.pg_attribute a
+               ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+        WHERE s.schemaname = :s ORDER BY s.sequencename
+    """,
+    "enums": """
+        SELECT t.typname, pg_catalog.array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
+        FROM pg_catalog.pg_type t
+        JOIN pg_catalog.pg_enum e ON e.enumtypid = t.oid
+        JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+        WHERE n.nspname = :s GROUP BY t.typname ORDER BY t.typname
+    """,
+    "types": """
+        SELECT t.typname, t.typtype FROM pg_catalog.pg_type t
+        JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+        WHERE n.nspname = :s ORDER BY t.typname
+    """,
+    "functions": """
+        SELECT p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid)
+        FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = :s ORDER BY 1, 2
+    """,
+}
+
+
+def reparsed_check(conn: sa.Connection, schema: str, table: str, definition: str) -> str:
+    """A CHECK definition as PostgreSQL gives it back after parsing it once more.
+
+    PostgreSQL does not always deparse an expression into text that parses back to the same
+    tree: ``status IN ('open', 'paid')`` on a varchar column is stored with its casts in one
+    place and, after a dump and restore (pg_dump, pg_upgrade, and so a snapshot), in another.
+    The two are the same constraint; after one more round trip their text is the same too.
+    Every other definition is compared exactly as stored."""
+    with conn.begin_nested() as tx:
+        like = identifiers.qualified(schema, table)
+        conn.exec_driver_sql(f"CREATE TEMP TABLE lifecycle_reparse (LIKE {like})")
+        conn.exec_driver_sql(
+            f"ALTER TABLE pg_temp.lifecycle_reparse ADD CONSTRAINT reparsed {definition}"
+        )
+        text = conn.scalar(
+            sa.text(
+                "SELECT pg_catalog.pg_get_constraintdef(oid) FROM pg_catalog.pg_constraint "
+                "WHERE conrelid = 'pg_temp.lifecycle_reparse'::pg_catalog.regclass "
+                "AND conname = 'reparsed'"
+            )
+        )
+        tx.rollback()
+    return str(text)
+
+
+def catalog(db: sa.Engine, schema: str) -> dict[str, Any]:
+    """Everything a tenant schema holds, comparable between two schemas."""
+    out: dict[str, Any] = {}
+    with db.connect() as autocommit:
+        conn = autocommit.execution_options(isolation_level="READ COMMITTED")  # savepoints
+        # search_path is pg_catalog (as the tool pins it): every name comes out qualified.
+        prefix = str(conn.scalar(sa.text("SELECT pg_catalog.quote_ident(:s)"), {"s": schema}))
+
+        def norm(value: Any) -> Any:
+            if isinstance(value, str):
+                return value.replace(prefix + ".", "<tenant>.")
+            if isinstance(value, list):
+                return [norm(v) for v in value]
+            return value
+
+        for name, query in CATALOG_QUERIES.items():
+            rows = [tuple(r) for r in conn.execute(sa.text(query), {"s": schema})]
+            if name == "constraints":
+                rows = [
+                    (*r[:3], reparsed_check(conn, schema, r[0], r[3]), *r[4:])
+                    if r[2] == "c" and r[0]
+                    else r
+                    for r in rows
+                ]
+            out[name] = [tuple(norm(v) for v in row) for row in rows]
+        data: dict[str, list[str]] = {}
+        for (table,) in conn.execute(
+            sa.text(
+                "SELECT c.relname FROM pg_catalog.pg_class c "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = :s AND c.relkind = 'r' ORDER BY 1"
+            ),
+            {"s": schema},
+        ):
+            qualified = identifiers.qualified(schema, table)
+            data[table] = sorted(
+                conn.scalars(sa.text(f"SELECT pg_catalog.row_to_json(t)::text FROM {qualified} t"))
+            )
+        out["rows"] = data
+    return out
+
+
+def dropped_columns(db: sa.Engine, schema: str) -> int:
+    with db.connect() as conn:
+        return int(
+            conn.scalar(
+                sa.text(
+                    "SELECT count(*) FROM pg_catalog.pg_attribute a "
+                    "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+                    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = :s AND a.attisdropped"
+                ),
+                {"s": schema},
+            )
+        )
+
+
+def _snapshots(db: sa.Engine) -> list[str]:
+    """The fingerprints of the stored snapshots (none when the table was never created)."""
+    with db.connect() as conn:
+        if conn.scalar(sa.text("SELECT to_regclass('alembic_schemas.snapshot')")) is None:
+            return []
+        return list(
+            conn.scalars(sa.text("SELECT fingerprint FROM alembic_schemas.snapshot ORDER BY 1"))
+        )
+
+
+# --- the identity test -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_bind", [True, False], ids=["alembic-online", "sql-replay"])
+def test_provisioned_tenant_is_identical_to_one_migrated_revision_by_revision(
+    project_dir: ProjectDir, db: sa.Engine, with_bind: bool
+) -> None:
+    root = make_project(project_dir, with_bind=with_bind)
+
+    made = tenants.create("tenant_snap", config=root)
+    assert made.after == (HEAD,)
+    alembic_schemas.upgrade(streams=["tenant"], tenants=["tenant_step"], config=root)
+    tenants.create("tenant_replay", replay=True, config=root)
+
+    snap = catalog(db, "tenant_snap")
+    step = catalog(db, "tenant_step")
+    for part in snap:
+        assert snap[part] == step[part], f"{part} differs between snapshot and step-by-step"
+    assert catalog(db, "tenant_replay") == step
+
+    # The catalog holds what the history built (an equality of two empty schemas proves
+    # nothing), and the two tenants really were built differently: only the migrated one
+    # carries the columns the history dropped.
+    assert snap["enums"] == [("account_role", ["owner", "admin", "member"])]
+    assert {row[0] for row in snap["relations"]} >= {
+        "account",
+        "invoice",
+        "setting",
+        "alembic_version",
+        "invoice_number_seq",
+        "account_id_seq",
+        "invoice_id_seq",
+        "ix_account_nickname",
+        "uq_account_email",
+    }
+    assert ("account", "people who sign in") in {(r[0], r[4]) for r in snap["relations"]}
+    assert any(r[0] == "setting" and "=r/" in r[3] for r in snap["relations"])  # the grant
+    assert [json.loads(r) for r in snap["rows"]["alembic_version"]] == [{"version_num": HEAD}]
+    seeds = {json.loads(r)["key"]: json.loads(r)["value"] for r in snap["rows"]["setting"]}
+    assert seeds["percent"] == "100% of %s and %(x)s"
+    assert seeds["multiline"] == "one\nSET work_mem = '1GB';\n\\. two\n\\connect x"
+    assert seeds["ünïcode"] == "ünïcödé ✓ 'single' \"double\" $$dollar$$ ; -- /*"
+    assert ("seeded_count" in seeds) is with_bind
+    fk = [c for c in snap["constraints"] if c[1] == "fk_account_plan"]
+    assert fk and "REFERENCES shared.plan(id)" in fk[0][3]
+    assert dropped_columns(db, "tenant_step") > 0
+    assert dropped_columns(db, "tenant_snap") == 0
+
+    assert ok(cli(project_dir, "check", "-s", "tenant")).count("models match the database") == 3
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+def test_tenants_create_provisions_at_head_and_list_shows_revision_and_pending(
+    project: ProjectDir, db: sa.Engine
+) -> None:
+    out = ok(cli(project, "tenants", "create", "tenant_a"))
+    assert out.strip().startswith(f"created tenant tenant_a at {HEAD}")
+    assert versions(db, "tenant_a") == [HEAD]
+    assert tables(db, "tenant_a") == {"account", "invoice", "setting", "alembic_version"}
+    assert "models match the database" in ok(cli(project, "check", "-s", "tenant"))
+
+    alembic_schemas.upgrade("ten02", streams=["tenant"], tenants=["tenant_b"], config=project.root)
+    lines = ok(cli(project, "tenants", "list")).splitlines()
+    assert lines == [f"tenant_a\t{HEAD}\t0 pending", "tenant_b\tten02\t3 pending"]
+    listed = json.loads(ok(cli(project, "tenants", "list", "--json")))
+    assert listed == [
+        {"stream": "tenant", "tenant": "tenant_a", "current": [HEAD], "pending": 0},
+        {"stream": "tenant", "tenant": "tenant_b", "current": ["ten02"], "pending": 3},
+    ]
+
+
+def test_tenants_list_says_so_when_there_are_none(project: ProjectDir) -> None:
+    assert ok(cli(project, "tenants", "list")).strip() == "no tenants"
+    assert json.loads(ok(cli(project, "tenants", "list", "--json"))) == []
+
+
+def test_tenants_create_refuses_an_existing_schema_in_one_line(
+    project: ProjectDir, db: sa.Engine
+) -> None:
+    ok(cli(project, "tenants", "create", "tenant_a"))
+    with db.connect() as conn:
+        conn.execute(sa.text("INSERT INTO tenant_a.setting VALUES ('mine', 'kept')"))
+    proc = cli(project, "tenants", "create", "tenant_a")
+    assert proc.returncode in (1, 2)
+    assert proc.stderr.strip().splitlines() == [
+        "alembic-schemas: error: schema 'tenant_a' already exists"
+    ]
+    with db.connect() as conn:
+        assert conn.scalar(sa.text("SELECT value FROM tenant_a.setting WHERE key = 'mine'")) == (
+            "kept"
+        )
+
+
+def test_tenants_create_replay_migrates_revision_by_revision(
+    project: ProjectDir, db: sa.Engine
+) -> None:
+    out = ok(cli(project, "tenants", "create", "tenant_r", "--replay"))
+    assert out.startswith(f"created tenant tenant_r at {HEAD}")
+    assert versions(db, "tenant_r") == [HEAD]
+    assert dropped_columns(db, "tenant_r") > 0  # really replayed: the dropped column is there
+    assert _snapshots(db) == []  # and no snapshot was built for it
+
+
+def test_tenants_drop_needs_yes_when_stdin_is_not_a_terminal(
+    project: ProjectDir, db: sa.Engine
+) -> None:
+    ok(cli(project, "tenants", "create", "tenant_a"))
+    proc = cli(project, "tenants", "drop", "tenant_a")
+    assert proc.returncode == 2
+    assert "--yes" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "tenant_a" in schemas(db)
+
+    assert ok(cli(project, "tenants", "drop", "tenant_a", "--yes")).strip() == (
+        "dropped tenant tenant_a"
+    )
+    assert "tenant_a" not in schemas(db)
+    assert ok(cli(project, "tenants", "list")).strip() == "no tenants"
+
+
+def test_tenants_drop_refuses_names_the_source_does_not_list_unless_forced(
+    project: ProjectDir, db: sa.Engine
+) -> None:
+    with db.connect() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA billing")
+        conn.exec_driver_sql("CREATE TABLE billing.ledger (id int)")
+    proc = cli(project, "tenants", "drop", "billing", "--yes")
+    assert proc.returncode == 2
+    assert "not a tenant of stream 'tenant'" in proc.stderr and "--force" in proc.stderr
+    assert "billing" in schemas(db)
+
+    ok(cli(project, "tenants", "drop", "billing", "--yes", "--force"))
+    assert "billing" not in schemas(db)
+    proc = cli(project, "tenants", "drop", "billing", "--yes", "--force")
+    assert proc.returncode == 1 and "does not exist" in proc.stderr
+
+    # Not even --force drops a schema the tool manages for a named stream.
+    proc = cli(project, "tenants", "drop", "shared", "--yes", "--force")
+    assert proc.returncode == 2 and "schema of stream 'shared'" in proc.stderr
+    assert "shared" in schemas(db)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "pg_tenant", "x" * 64, "é" * 32, "tenant\x00x"],
+    ids=["empty", "pg-prefix", "64-bytes", "64-utf8-bytes", "nul"],
+)
+def test_bad_tenant_names_are_refused_before_any_sql(
+    project_dir: ProjectDir, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    project_dir.write(
+        "pyproject.toml",
+        """
+        [tool.alembic-schemas.streams.tenant]
+        tenants = "like:tenant%"
+        """,
+    )
+    # A URL nobody listens on: reaching the database at all would fail differently (exit 1).
+    nowhere = "postgresql+psycopg://nobody@/nowhere?host=/nonexistent-alembic-schemas&port=1"
+    monkeypatch.setenv(URL_ENV, nowhere)
+    runner = CliRunner()  # in-process (fast); its stdin is not a terminal either
+    for args in (("create", name), ("drop", name, "--yes", "--force")):
+        result = runner.invoke(cli_main, ["tenants", *args])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith("alembic-schemas: error: invalid tenant name")
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_api_refuses_a_nul_in_a_tenant_name(project: ProjectDir, db: sa.Engine) -> None:
+    before = schemas(db)
+    with pytest.raises(identifiers.InvalidIdentifier):
+        tenants.create("tenant\x00x", config=project.root)
+    assert schemas(db) == before
+
+
+def test_unusual_names_are_provisioned_and_dropped_exactly_as_written(
+    project: ProjectDir, db: sa.Engine
+) -> None:
+    names = [
+        'tenant Acme "Corp"; DROP SCHEMA shared CASCADE; --',
+        "tenant MixedCase Ünïcödé",
+        "tenant's, \\ $$",
+    ]
+    before = schemas(db)
+    ok(cli(project, "tenants", "create", names[0]))
+    for name in names[1:]:
+        tenants.create(name, config=project.root)
+    assert schemas(db) == before | set(names)
+    for name in names:
+        assert versions(db, name) == [HEAD]
+        assert tables(db, name) == {"account", "invoice", "setting", "alembic_version"}
+    assert tables(db, "public") == set()
+
+    listed = [t["tenant"] for t in json.loads(ok(cli(project, "tenants", "list", "--json")))]
+    assert sorted(listed) == sorted(names)
+    ok(cli(project, "tenants", "drop", names[0], "--yes"))
+    assert schemas(db) == before | set(names[1:])
+
+
+# --- the snapshot ------------------------------------------------------------------------------
+
+
+def test_snapshot_is_reused_until_a_revision_file_changes_or_one_is_added(
+    project: ProjectDir, db: sa.Engine
+) -> None:
+    root = project.root
+    tenants.create("tenant_1", config=root)
+    (first,) = _snapshots(db)
+
+    # Mark the cached script: a tenant made from the cache gets the marker table.
+    stream = tenants.tenant_stream(alembic_schemas.load(root), "tenant")
+    marker = f"CREATE TABLE {identifiers.qualified(provision.staging_schema(stream), 'from_cache')} ();\n"
+    with db.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_schemas.snapshot SET sql = sql || :m"), {"m": marker})
+    tenants.create("tenant_2", config=root)
+    assert "from_cache" in tables(db, "tenant_2")
+    assert _snapshots(db) == [first]
+
+    # Edit a revision: a new snapshot is built from the files, without the marker.
+    ten05 = root / "migrations" / "tenant" / "versions" / "ten05.py"
+    ten05.write_text(
+        ten05.read_text().replace(
+            '    op.execute("GRANT SELECT ON setting TO PUBLIC")',
+            '    op.execute("GRANT SELECT ON setting TO PUBLIC")\n'
+            '    op.create_index("ix_setting_value", "setting", ["value"])',
+        )
+    )
+    tenants.create("tenant_3", config=root)
+    assert "from_cache" not in tables(db, "tenant_3")
+    assert "ix_setting_value" in {
+        i["name"] for i in sa.inspect(db).get_indexes("setting", "tenant_3")
+    }
+    assert len(_snapshots(db)) == 2
+
+    # Add a revision: the new tenant is at the new head, with its column.
+    write_revisions(
+        root,
+        "tenant",
+        [
+            *TENANT_REVISIONS,
+            (
+                "ten06",
+                "phone",
+                'op.add_column("account", sa.Column("phone", sa.String(30)))',
+            ),
+        ],
+    )
+    made = tenants.create("tenant_4", config=root)
+    assert made.after == ("ten06",)
+    assert versions(db, "tenant_4") == ["ten06"]
+    assert "phone" in {c["name"] for c in sa.inspect(db).get_columns("account", "tenant_4")}
+    assert len(_snapshots(db)) == 3
+
+
+def test_concurrent_creates_of_different_tenants_both_succeed(
+    project: ProjectDir,
+    db: sa.Engine,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Threads, on a cold cache: both need the snapshot that neither has built yet; one
+    # builds it, the other waits for it.
+    caplog.set_level(logging.INFO, logger="alembic_schemas")
+    # An in-process CLI run (another test) stops this logger propagating to caplog's handler.
+    monkeypatch.setattr(logging.getLogger("alembic_schemas"), "propagate", True)
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def create(name: str) -> None:
+        try:
+            barrier.wait()
+            tenants.create(name, config=project.root)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(f"tenant_t{i}",)) for i in (1, 2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert len(_snapshots(db)) == 1
+    builds = [r for r in caplog.records if r.getMessage().startswith("building the provisioning")]
+    assert len(builds) == 1
+
+    # Processes, on a warm cache: they contend for the staging schema.
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "alembic_schemas", "tenants", "create", f"tenant_p{i}"],
+            cwd=project.root,
+            env={**os.environ, URL_ENV: project.url},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in (1, 2)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    for name in ("tenant_t1", "tenant_t2", "tenant_p1", "tenant_p2"):
+        assert versions(db, name) == [HEAD]
+    assert not {s for s in schemas(db) if s.startswith("alembic_schemas_")} - {"alembic_schemas"}
+
+
+# --- inside the caller's transaction -----------------------------------------------------------
+
+SETTINGS = (
+    "search_path",
+    "client_min_messages",
+    "statement_timeout",
+    "lock_timeout",
+    "row_security",
+    "check_function_bodies",
+    "standard_conforming_strings",
+    "xmloption",
+    "default_tablespace",
+    "default_table_access_method",
+    "client_encoding",
+)
+
+
+def _settings(conn: sa.Connection) -> dict[str, str]:
+    return {name: str(conn.scalar(sa.select(sa.func.current_setting(name)))) for name in SETTINGS}
+
+
+def test_create_in_callers_transaction_rolls_back_and_commits_with_it(
+    project: ProjectDir, db: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The app brings its own connection and the config names no URL: nothing else is used
+    # (no embedded server is started beside the project).
+    monkeypatch.delenv(URL_ENV)
+    app = sa.create_engine(project.url)
+    try:
+        with app.connect() as conn:
+            # The app's session settings, then some of its transaction's own.
+            conn.exec_driver_sql("SET search_path TO public")
+            conn.exec_driver_sql("SET client_min_messages TO log")
+            conn.commit()
+            conn.exec_driver_sql("SET LOCAL statement_timeout = '12s'")
+            conn.exec_driver_sql("SET LOCAL row_security = on")
+            before = _settings(conn)
+            result = tenants.create("tenant_rb", connection=conn, config=project.root)
+            assert result.after == (HEAD,)
+            assert _settings(conn) == before
+            assert conn.scalar(sa.text("SELECT count(*) FROM tenant_rb.setting")) == 5
+            assert "tenant_rb" not in schemas(db)  # not committed: invisible to others
+            conn.rollback()
+            assert "tenant_rb" not in schemas(db)
+
+            with conn.begin():
+                tenants.create("tenant_ok", connection=conn, config=project.root)
+                conn.execute(sa.text("SELECT 1"))  # the caller goes on in its transaction
+            # SET LOCAL, not SET: nothing outlives the transaction in the app's session.
+            assert conn.scalar(sa.text("SHOW search_path")) == "public"
+            assert conn.scalar(sa.text("SHOW client_min_messages")) == "log"
+            assert conn.scalar(sa.text("SHOW check_function_bodies")) == "on"
+            conn.rollback()
+    finally:
+        app.dispose()
+    assert versions(db, "tenant_ok") == [HEAD]
+    assert not (project.root / ".alembic-schemas").exists()
+    assert not {s for s in schemas(db) if s.startswith("alembic_schemas_")} - {"alembic_schemas"}
+
+
+def test_create_in_callers_transaction_refuses_replay_and_existing_schemas(
+    project: ProjectDir, db: sa.Engine
+) -> None:
+    with db.connect() as setup:
+        setup.exec_driver_sql("CREATE SCHEMA tenant_x")
+    app = sa.create_engine(project.url)
+    try:
+        with app.connect() as conn:
+            with pytest.raises(AlembicSchemasError, match="replay"):
+                tenants.create("tenant_y", connection=conn, replay=True, config=project.root)
+            with pytest.raises(AlembicSchemasError, match="already exists"):
+                tenants.create("tenant_x", connection=conn, config=project.root)
+            conn.rollback()
+    finally:
+        app.dispose()
+    assert "tenant_y" not in schemas(db)
