@@ -190,11 +190,14 @@ def _apply(s: Session, stream: Stream, schema: str, run: Callable[[Config], Any]
 
 
 def _raise_failures(results: Sequence[SchemaResult]) -> None:
+    """MigrationFailed naming the first failed schema, with the results as ``.report``."""
     failed = [r for r in results if r.error]
     if failed:
         first = failed[0]
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-        raise MigrationFailed(f"{first.stream}/{first.schema}: {first.error}{more}")
+        exc = MigrationFailed(f"{first.stream}/{first.schema}: {first.error}{more}")
+        exc.report = results  # type: ignore[attr-defined]
+        raise exc
 
 
 def _run_each(
@@ -481,12 +484,7 @@ def upgrade(
     finally:
         s.close()
     report.seconds = time.perf_counter() - started
-    if report.failed:
-        first = report.failed[0]
-        more = f" (and {len(report.failed) - 1} more)" if len(report.failed) > 1 else ""
-        exc = MigrationFailed(f"{first.stream}/{first.schema}: {first.error}{more}")
-        exc.report = report  # type: ignore[attr-defined]
-        raise exc
+    _raise_failures(report)
     return report
 
 
