@@ -20,7 +20,9 @@ them. Two of those break real projects, so a stream's autogenerate also handles:
   created, not as a different type (SQLAlchemy 2.1 enums do not inherit the table's schema).
 
 Everything is rendered as ``op.execute("...")`` with names quoted by :mod:`identifiers`, so
-revision files stay plain Alembic that needs nothing from this package to run.
+revision files stay plain Alembic that needs nothing from this package to run. A tenant
+stream's objects are named without a schema (``DROP TYPE IF EXISTS "account_role"``): they
+resolve through the search_path pinned to whichever tenant the revision is applied to.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from __future__ import annotations
 import copy
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -51,6 +53,11 @@ MODELS_OPTION = "alembic_schemas_models"
 """The stream's own MetaData: ``target_metadata`` may be a per-schema copy of its tables, and a
 copy of tables leaves free-standing sequences behind."""
 
+SCHEMALESS_OPTION = "alembic_schemas_schemaless"
+"""True in a tenant stream's schema-less run (see :func:`environment.schemaless_options`): the
+schema compared is the connection's default schema, which Alembic reflects and renders with no
+name, so the SQL added here names no schema either and applies to any tenant."""
+
 PLUGIN_NAME = "alembic_schemas.autogenerate"
 PLUGINS = ["alembic.autogenerate.*", PLUGIN_NAME]
 
@@ -58,15 +65,27 @@ Key = tuple[str, str]  # (schema the object lives in, its name)
 Place = tuple[str, str, str]  # (schema, table, column); column "*" means the whole table
 
 
-def options(schema: str, models: sa.MetaData | None = None) -> dict[str, Any]:
-    """The ``context.configure`` options that switch on this module for ``schema``."""
+def options(
+    schema: str | None, models: sa.MetaData | None = None, *, schemaless: bool = False
+) -> dict[str, Any]:
+    """The ``context.configure`` options that switch on this module for ``schema``, or with
+    ``schemaless`` for the connection's default schema, leaving its name out of all SQL."""
     return {
         SCHEMA_OPTION: schema,
+        SCHEMALESS_OPTION: schemaless,
         MODELS_OPTION: models,
         "autogenerate_plugins": PLUGINS,
         "process_revision_directives": process_revision_directives,
         "compare_type": compare_type,
     }
+
+
+def _stream_schema(opts: Mapping[str, Any], dialect: sa.engine.Dialect) -> str | None:
+    """The schema this run compares; ``None`` when the run is not a stream's."""
+    if opts.get(SCHEMALESS_OPTION):
+        # environment.as_default_schema made the compared schema the dialect's default
+        return dialect.default_schema_name
+    return cast("str | None", opts.get(SCHEMA_OPTION))
 
 
 _NEXTVAL = re.compile(r"^nextval\('(.+)'(?:::regclass)?\)$")
@@ -85,7 +104,7 @@ def _compare_nextval_default(
     may leave it to the search_path. Alembic would settle that by running
     ``SELECT nextval(a) = nextval(b)``, which consumes two values and, with search_path pinned
     to pg_catalog, fails on the unqualified name. Compare the qualified names instead."""
-    stream_schema = autogen_context.opts.get(SCHEMA_OPTION)
+    stream_schema = _stream_schema(autogen_context.opts, autogen_context.dialect)
     conn_default, model_default = conn_col.server_default, metadata_col.server_default
     if stream_schema is None or not (
         isinstance(conn_default, sa.DefaultClause) and isinstance(model_default, sa.DefaultClause)
@@ -123,7 +142,7 @@ def compare_type(
     stream created it. SQLAlchemy 2.1 enums no longer take their table's schema, and Alembic
     compares ``ARRAY(ENUM(schema='s'))`` with ``ARRAY(Enum())`` as different: a phantom diff.
     Anything else: ``None``, Alembic's own comparison."""
-    schema = context.opts.get(SCHEMA_OPTION)
+    schema = _stream_schema(context.opts, context.dialect)
     depth = 0
     while isinstance(inspected_type, sa.ARRAY) and isinstance(metadata_type, sa.ARRAY):
         inspected_type, metadata_type = inspected_type.item_type, metadata_type.item_type
@@ -311,9 +330,12 @@ _SEQUENCE_TYPES: dict[str, tuple[type[sa.types.TypeEngine[Any]] | None, int]] = 
 }
 
 
-def _database_sequences(conn: Connection, schema: str) -> dict[str, sa.Sequence]:
+def _database_sequences(
+    conn: Connection, schema: str, sql_schema: str | None
+) -> dict[str, sa.Sequence]:
     """The schema's free-standing sequences, with only their non-default options (so that a
-    downgrade re-creating a dropped one reads like what a user would have written)."""
+    downgrade re-creating a dropped one reads like what a user would have written), named in
+    SQL with ``sql_schema`` (``None``: through the search_path)."""
     found = {}
     for name, type_name, start, increment, minv, maxv, cache, cycle in conn.execute(
         _SEQUENCES, {"schema": schema}
@@ -328,7 +350,7 @@ def _database_sequences(conn: Connection, schema: str) -> dict[str, sa.Sequence]
             maxvalue=None if maxv == high else maxv,
             cache=None if cache == 1 else cache,
             cycle=cycle or None,
-            schema=schema,
+            schema=sql_schema,
             data_type=data_type() if data_type is not None else None,
         )
     return found
@@ -349,7 +371,7 @@ def _model_sequences(metadata: Any, schema: str) -> dict[str, sa.Sequence]:
 def _compare_sequences(
     autogen_context: AutogenContext, upgrade_ops: ops.UpgradeOps, schemas: set[str | None]
 ) -> PriorityDispatchResult:
-    schema = autogen_context.opts.get(SCHEMA_OPTION)
+    schema = _stream_schema(autogen_context.opts, autogen_context.dialect)
     conn = autogen_context.connection
     if schema is None or conn is None:  # enabled outside a stream: not ours to judge
         return PriorityDispatchResult.CONTINUE
@@ -359,7 +381,8 @@ def _compare_sequences(
     present = schema in schemas or (
         None in schemas and autogen_context.dialect.default_schema_name == schema
     )
-    existing = _database_sequences(conn, schema) if present else {}
+    sql_schema = None if autogen_context.opts.get(SCHEMALESS_OPTION) else schema
+    existing = _database_sequences(conn, schema, sql_schema) if present else {}
     # Runs after the table comparator: creations go first (a table's default may call
     # nextval), removals last (after the tables whose defaults used them are gone).
     upgrade_ops.ops[:0] = [
@@ -379,7 +402,8 @@ def _plan_for_catalog_lookups(
     with every other schema in the database. Nested loops over the catalogs' indexes cost the
     same however crowded it is. SET LOCAL: only this read-only transaction."""
     conn = autogen_context.connection
-    if autogen_context.opts.get(SCHEMA_OPTION) is not None and conn is not None:
+    stream_schema = _stream_schema(autogen_context.opts, autogen_context.dialect)
+    if stream_schema is not None and conn is not None:
         database.set_local(
             conn, enable_hashjoin="off", enable_mergejoin="off", enable_seqscan="off"
         )
@@ -609,7 +633,7 @@ def _fix_enum_types(
 
 def process_revision_directives(context: MigrationContext, revision: Any, directives: Any) -> None:
     """Alembic hook: complete the generated operations of a stream's revision (see module doc)."""
-    schema = context.opts.get(SCHEMA_OPTION)
+    schema = _stream_schema(context.opts, context.dialect)
     conn = context.connection
     if schema is None or conn is None:
         return

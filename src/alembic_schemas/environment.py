@@ -138,7 +138,7 @@ def schemaless_options(stream: Stream) -> dict[str, Any]:
         # Tables of named schemas (e.g. shared.plan referenced by a FK) are not ours to emit.
         return not (type_ == "table" and obj.schema is not None)
 
-    return dict(
+    opts: dict[str, Any] = dict(
         version_table=stream.version_table,
         version_table_schema=None,
         include_schemas=False,
@@ -147,6 +147,11 @@ def schemaless_options(stream: Stream) -> dict[str, Any]:
         compare_type=True,
         compare_server_default=True,
     )
+    from . import autogenerate  # late import: autogenerate imports this module
+
+    # enum types and sequences, named without a schema like everything else in the file
+    opts.update(autogenerate.options(None, stream.metadata, schemaless=True))
+    return opts
 
 
 @contextlib.contextmanager

@@ -388,7 +388,8 @@ class Executor:
             steps, complete = way if way is not None else ([], False)
             if steps:
                 if not current:
-                    conn.execute(sa.schema.CreateTable(self._vt))
+                    # a tenant downgraded to base keeps its (empty) version table
+                    conn.execute(sa.schema.CreateTable(self._vt, if_not_exists=True))
                 for step in steps:
                     if step.sql.strip():  # type: ignore[union-attr]
                         # Rendered with the engine's pyformat dialect, so a literal % is

@@ -2,7 +2,7 @@
 
 Revision ID: 0001_tenant_init
 Revises: 
-Create Date: 2026-11-24 01:13:40.346369
+Create Date: 2026-11-24 02:05:19.578598
 
 """
 from typing import Sequence, Union
@@ -46,4 +46,5 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_project_account_id'), table_name='project')
     op.drop_table('project')
     op.drop_table('account')
+    op.execute('DROP TYPE IF EXISTS "account_role"')
     # ### end Alembic commands ###
