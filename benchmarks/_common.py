@@ -185,3 +185,28 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+# A revision file as `alembic revision` writes one, for the generated benchmark histories.
+REVISION_FILE = '''"""{message}
+
+Revision ID: {revision}
+Revises: {down_revision}
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = {revision!r}
+down_revision = {down_revision!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+{upgrade}
+
+
+def downgrade() -> None:
+{downgrade}
+'''

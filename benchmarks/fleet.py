@@ -186,29 +186,6 @@ REVISIONS: list[tuple[str, str, str, str]] = [
 ]
 HEAD = REVISIONS[-1][0]
 
-REVISION_FILE = '''"""{message}
-
-Revision ID: {revision}
-Revises: {down_revision}
-"""
-
-import sqlalchemy as sa
-from alembic import op
-
-revision = {revision!r}
-down_revision = {down_revision!r}
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-{upgrade}
-
-
-def downgrade() -> None:
-{downgrade}
-'''
-
 # Alembic's cookbook recipe "Rudimental Schema-Level Multi Tenancy for PostgreSQL Databases", as an
 # application would carry it: the tenant comes from -x tenant=NAME, goes onto search_path (the
 # recipe formats it into the SQL text itself), and the version table lives in the tenant.
@@ -315,7 +292,7 @@ def write_revisions(versions: Path) -> None:
     versions.mkdir(parents=True, exist_ok=True)
     down: str | None = None
     for rev, message, up, dn in REVISIONS:
-        text = REVISION_FILE.format(
+        text = _common.REVISION_FILE.format(
             message=message,
             revision=rev,
             down_revision=down,

@@ -137,29 +137,6 @@ GROWTH_TYPES = (
     "sa.DateTime(timezone=True)",
 )
 
-REVISION_FILE = '''"""{message}
-
-Revision ID: {revision}
-Revises: {down_revision}
-"""
-
-import sqlalchemy as sa
-from alembic import op
-
-revision = {revision!r}
-down_revision = {down_revision!r}
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-{upgrade}
-
-
-def downgrade() -> None:
-    raise NotImplementedError
-'''
-
 
 def churn(i: int) -> str:
     """Revision ``i`` (from 6) of a history that ends where it started: in groups of five
@@ -231,11 +208,12 @@ def build_project(root: Path, url: str, kind: str, n: int) -> Path:
     down: str | None = None
     for i, body in enumerate(revision_bodies(kind, n), start=1):
         rev = f"r{i:03d}"
-        text = REVISION_FILE.format(
+        text = _common.REVISION_FILE.format(
             message=f"{kind} {i}",
             revision=rev,
             down_revision=down,
             upgrade=textwrap.indent(body, "    "),
+            downgrade='    raise NotImplementedError("benchmark history: upgrade only")',
         )
         (versions / f"{rev}.py").write_text(text, encoding="utf-8")
         down = rev

@@ -33,7 +33,7 @@ from .executor import Executor, read_versions, select_shard
 from .recorder import Recorder
 from .recorder import last_run_failures as recorder_last_failures
 from .recorder import recent_failures as recorder_recent_failures
-from .results import CheckResult, SchemaResult, SchemaState
+from .results import CheckResult, SchemaResult, SchemaState, UpgradeReport
 from .streams import SCHEMA_KEY, SCRATCH_KEY, Stream, streams_of
 
 ConfigArg = Project | str | os.PathLike[str] | None
@@ -362,31 +362,6 @@ def _autogenerate_tenant(s: Session, st: Stream, kwargs: dict[str, Any]) -> Any:
                 tx.rollback()
     finally:
         engine.dispose()
-
-
-class UpgradeReport(list[SchemaResult]):
-    """The results of an upgrade (one per schema attempted), plus run-wide figures."""
-
-    def __init__(self, run_id: str = "") -> None:
-        super().__init__()
-        self.run_id = run_id
-        self.at_target: dict[str, int] = {}
-        self.seconds = 0.0
-
-    @property
-    def failed(self) -> list[SchemaResult]:
-        return [r for r in self if r.error]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "seconds": round(self.seconds, 3),
-            "applied": sum(1 for r in self if r.status == "applied"),
-            "unchanged": sum(1 for r in self if r.status == "unchanged")
-            + sum(self.at_target.values()),
-            "failed": len(self.failed),
-            "results": [r.as_dict() for r in self],
-        }
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

@@ -18,7 +18,7 @@ from alembic.script import Script
 from . import api, database, embedded, tenants
 from .errors import AlembicSchemasError, CheckFailed, ConfigError, MigrationFailed
 from .progress import PER_LINE_LIMIT, RunProgress
-from .results import SchemaResult
+from .results import SchemaResult, UpgradeReport
 
 log = logging.getLogger("alembic_schemas")
 
@@ -282,7 +282,7 @@ def upgrade(
         _upgrade_summary(report, as_json)
 
 
-def _upgrade_summary(report: api.UpgradeReport, as_json: bool) -> None:
+def _upgrade_summary(report: UpgradeReport, as_json: bool) -> None:
     if as_json:
         _print_json(report.as_dict())
         return

@@ -86,3 +86,28 @@ class CheckResult:
             "pending": self.pending,
             "differences": self.differences,
         }
+
+
+class UpgradeReport(list[SchemaResult]):
+    """The results of an upgrade (one per schema attempted), plus run-wide figures."""
+
+    def __init__(self, run_id: str = "") -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.at_target: dict[str, int] = {}
+        self.seconds = 0.0
+
+    @property
+    def failed(self) -> list[SchemaResult]:
+        return [r for r in self if r.error]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "seconds": round(self.seconds, 3),
+            "applied": sum(1 for r in self if r.status == "applied"),
+            "unchanged": sum(1 for r in self if r.status == "unchanged")
+            + sum(self.at_target.values()),
+            "failed": len(self.failed),
+            "results": [r.as_dict() for r in self],
+        }
