@@ -13,7 +13,10 @@ SEED = Path(__file__).resolve().parent.parent / "examples" / "seed"
 
 MODELS = (SEED / "app" / "models.py").read_text()
 # The example's models are the scenario's end state; the scenario starts without `marks`.
-BEFORE_MARKS, MARKS = MODELS[: MODELS.index("\n\nclass Mark(")], MODELS[MODELS.index("\n\nclass Mark(") :]
+BEFORE_MARKS, MARKS = (
+    MODELS[: MODELS.index("\n\nclass Mark(")],
+    MODELS[MODELS.index("\n\nclass Mark(") :],
+)
 
 
 def _copy_seed(project_dir: ProjectDir) -> None:

@@ -115,7 +115,9 @@ class Stream:
             return md
         target = sa.MetaData(naming_convention=md.naming_convention)
         for table in md.sorted_tables:
-            copy = table.to_metadata(target, schema=schema if table.schema is None else table.schema)
+            copy = table.to_metadata(
+                target, schema=schema if table.schema is None else table.schema
+            )
             _keep_names(table, copy)
         return target
 
