@@ -49,7 +49,7 @@ def test_without_a_url_an_embedded_server_is_started_once_and_reused(seed_copy: 
     assert (pgdata / "postmaster.pid").read_text().split()[0] == pid, "the server was reused"
 
     stopped = _cli(seed_copy, "embedded", "stop")
-    assert stopped.stdout.strip() == "stopped"
+    assert stopped.stdout.strip() == "stopped", stopped.stderr
     assert not (pgdata / "postmaster.pid").exists()
     # Data survives a restart: the next command finds the schemas at head.
     current = _cli(seed_copy, "current")

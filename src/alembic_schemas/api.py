@@ -29,11 +29,12 @@ from sqlalchemy.engine import Connection, Engine
 from . import autogenerate, database, environment, identifiers, scaffold, sources
 from .config import Project, find_config, load_project
 from .errors import AlembicSchemasError, ConfigError, MigrationFailed, RevisionError
-from .executor import Executor, read_versions, select_shard
-from .recorder import Recorder
+from .executor import Executor, read_versions, schema_created_concurrently, select_shard
+from .recorder import Recorder, edited_revisions, sync_applied
+from .recorder import ensure as recorder_ensure
 from .recorder import last_run_failures as recorder_last_failures
 from .recorder import recent_failures as recorder_recent_failures
-from .results import CheckResult, SchemaResult, SchemaState, UpgradeReport
+from .results import CheckResult, EditedRevision, SchemaResult, SchemaState, UpgradeReport
 from .streams import SCHEMA_KEY, SCRATCH_KEY, Stream, streams_of
 
 ConfigArg = Project | str | os.PathLike[str] | None
@@ -158,6 +159,9 @@ def _apply(s: Session, stream: Stream, schema: str, run: Callable[[Config], Any]
                     environment.prepare(conn, s.project, stream, schema)
                     before = current_heads(conn, stream, schema)
                     run(stream.alembic_config(connection=conn, **{SCHEMA_KEY: schema}))
+                    # Same transaction: the applied-revision rows match the version rows.
+                    heads = current_heads(conn, stream, schema)
+                    sync_applied(conn, stream.script, stream.name, schema, heads)
                 break
             except (CommandError, AlembicRevisionError) as exc:
                 # The same REVISION goes to every stream: say which one it failed in.
@@ -167,7 +171,8 @@ def _apply(s: Session, stream: Stream, schema: str, run: Callable[[Config], Any]
                 if conn.in_transaction():
                     conn.rollback()
                 code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-                if code == LOCK_NOT_AVAILABLE and attempt < attempts:
+                retry = code == LOCK_NOT_AVAILABLE or schema_created_concurrently(exc)
+                if retry and attempt < attempts:
                     time.sleep(min(0.2 * 2**attempt, 5.0))
                     continue
                 message = database.describe(exc)
@@ -212,6 +217,9 @@ def _run_each(
     results: list[SchemaResult] = []
     with session(config) as s:
         selected = streams_of(s.project, streams)
+        with s.connect() as conn:
+            recorder_ensure(conn)  # _apply writes alembic_schemas.applied
+            conn.commit()
         for stream in reversed(selected) if reverse else selected:
             for schema in s.targets(stream, tenant_names):
                 result = _apply(s, stream, schema, functools.partial(run, stream))
@@ -538,7 +546,14 @@ def status(
         for stream in streams_of(s.project, streams):
             names = s.targets(stream, tenants)
             with s.connect() as conn:
+                edited: dict[str, list[EditedRevision]] = {}
+                for e in edited_revisions(
+                    conn, stream.script, stream.name, names, tenant=stream.is_tenant
+                ):
+                    edited.setdefault(e.schema, []).append(e)
+                conn.rollback()
                 for state in _states(conn, stream, names):
+                    state.edited = edited.get(state.schema, [])
                     if drift and stream.metadata is not None:
                         with conn.begin():
                             state.drift = [
@@ -546,6 +561,28 @@ def status(
                                 for d in autogenerate.compare(stream, state.schema, conn)
                             ]
                     out.append(state)
+    return out
+
+
+@_user_errors
+def verify(
+    *,
+    streams: Sequence[str] | None = None,
+    tenants: Sequence[str] | None = None,
+    config: ConfigArg = None,
+) -> list[EditedRevision]:
+    """Applied revisions whose file was edited (or removed) since it was applied: each
+    file's sha256 against the one recorded in ``alembic_schemas.applied``. Empty: clean."""
+    _refuse_bad_tenants(tenants, config)
+    out: list[EditedRevision] = []
+    with session(config) as s:
+        for stream in streams_of(s.project, streams):
+            names = s.targets(stream, tenants)
+            with s.connect() as conn:
+                out += edited_revisions(
+                    conn, stream.script, stream.name, names, tenant=stream.is_tenant
+                )
+                conn.rollback()
     return out
 
 

@@ -478,7 +478,14 @@ def status(
     states = api.status(streams=streams, tenants=tenants, drift=not no_drift, config=_cfg(ctx))
     failures = api.last_failures(config=_cfg(ctx))
     if as_json:
-        _print_json({"schemas": [s.as_dict() for s in states], "last_failures": failures})
+        edited = [e.as_dict() for s in states for e in s.edited]
+        _print_json(
+            {
+                "schemas": [s.as_dict() for s in states],
+                "last_failures": failures,
+                "edited": edited,
+            }
+        )
         return
     for s in states:
         drift = (
@@ -488,12 +495,35 @@ def status(
             f"{_where(s.stream, s.schema, s.tenant)}: at {_revs(s.current)}, head {_revs(s.heads)}, "
             f"{s.pending} pending,{drift}"
         )
+        for e in s.edited:
+            click.echo(f"  EDITED: {e.message}")
     if failures:
         click.echo("last failures (not succeeded since):")
         for f in failures:
             click.echo(
                 f"  {f['stream']}/{f['schema']} at {f['at']} (run {f['run_id']}): {f['error']}"
             )
+
+
+@cli.command()
+@stream_opt
+@tenant_opt
+@json_opt
+@click.pass_context
+def verify(
+    ctx: click.Context, streams: tuple[str, ...], tenants: tuple[str, ...], as_json: bool
+) -> None:
+    """Exit 1 when an applied revision's file was edited (or removed) after it was applied."""
+    found = api.verify(streams=streams, tenants=tenants, config=_cfg(ctx))
+    if as_json:
+        _print_json([e.as_dict() for e in found])
+    else:
+        for e in found:
+            click.echo(e.message)
+        if not found:
+            click.echo("every applied revision matches its file")
+    if found:
+        raise CheckFailed(f"{len(found)} applied revision(s) changed after they were applied")
 
 
 @cli.group("tenants")

@@ -39,14 +39,22 @@ _TOP_KEYS = {
     "jobs": int,
     "streams": dict,
 }
-_STREAM_KEYS = {
+_STREAM_KEYS: dict[str, type | tuple[type, ...]] = {
     "schema": str,
     "tenants": str,
     "metadata": str,
     "depends_on": list,
     "owner": str,
     "version_table": str,
+    "grants": (list, dict),
 }
+
+# Privileges a stream's `grants` may give on tables: a fixed allow-list, so configured text is
+# never formatted into SQL. A plain list of roles gets the DML ones.
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+DEFAULT_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+
+Grants = tuple[tuple[str, tuple[str, ...]], ...]
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,7 @@ class StreamConfig:
     depends_on: tuple[str, ...] = ()
     owner: str | None = None
     version_table: str = "alembic_version"
+    grants: Grants = ()  # (role, table privileges), validated
 
     @property
     def is_tenant(self) -> bool:
@@ -148,7 +157,9 @@ def _section(doc: dict[str, Any], path: Path) -> dict[str, Any] | None:
     return doc
 
 
-def _check_keys(where: str, data: Mapping[str, Any], allowed: Mapping[str, type]) -> None:
+def _check_keys(
+    where: str, data: Mapping[str, Any], allowed: Mapping[str, type | tuple[type, ...]]
+) -> None:
     for key, value in data.items():
         if key not in allowed:
             raise ConfigError(
@@ -156,9 +167,31 @@ def _check_keys(where: str, data: Mapping[str, Any], allowed: Mapping[str, type]
             )
         expected = allowed[key]
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            names = expected if isinstance(expected, tuple) else (expected,)
+            wanted = " or ".join(t.__name__ for t in names)
+            raise ConfigError(f"{where}: {key!r} must be {wanted}, not {type(value).__name__}")
+
+
+def _grants(where: str, raw: list[Any] | dict[str, Any]) -> Grants:
+    """``["app"]`` (DML privileges) or ``{ app = ["SELECT", ...] }``: roles validated as
+    identifiers, privileges checked against TABLE_PRIVILEGES."""
+    pairs = raw.items() if isinstance(raw, dict) else ((r, list(DEFAULT_PRIVILEGES)) for r in raw)
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for role, privs in pairs:
+        if not isinstance(role, str):
+            raise ConfigError(f"{where}: grants must list role names, not {type(role).__name__}")
+        identifiers.validate(role, "grant role")
+        if not isinstance(privs, list) or not privs or not all(isinstance(p, str) for p in privs):
+            raise ConfigError(f"{where}: grants.{role} must be a non-empty list of privileges")
+        wanted = tuple(dict.fromkeys(p.strip().upper() for p in privs))
+        bad = [p for p in wanted if p not in TABLE_PRIVILEGES]
+        if bad:
             raise ConfigError(
-                f"{where}: {key!r} must be {expected.__name__}, not {type(value).__name__}"
+                f"{where}: grants.{role}: unknown privilege {bad[0]!r} "
+                f"(allowed: {', '.join(TABLE_PRIVILEGES)})"
             )
+        out.append((role, wanted))
+    return tuple(out)
 
 
 def _duration(where: str, key: str, value: str) -> str:
@@ -190,6 +223,7 @@ def _build(config_path: Path, data: dict[str, Any]) -> Project:
                 identifiers.validate(schema, "schema name")
             if owner is not None:
                 identifiers.validate(owner, "owner role")
+            grants = _grants(swhere, raw.get("grants", []))
         except identifiers.InvalidIdentifier as exc:
             raise identifiers.InvalidIdentifier(f"{swhere}: {exc}") from None
         depends = raw.get("depends_on", [])
@@ -202,6 +236,7 @@ def _build(config_path: Path, data: dict[str, Any]) -> Project:
             metadata=raw.get("metadata"),
             depends_on=tuple(depends),
             owner=owner,
+            grants=grants,
             version_table=identifiers.validate(
                 raw.get("version_table", default_vt), "version table name"
             ),

