@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection, Engine
 from . import autogenerate, database, environment, identifiers, scaffold, sources
 from .config import Project, find_config, load_project
 from .errors import AlembicSchemasError, ConfigError, MigrationFailed, RevisionError
-from .executor import Executor, read_versions, schema_created_concurrently, select_shard
+from .executor import Executor, read_versions, select_shard
 from .recorder import Recorder, edited_revisions, sync_applied
 from .recorder import ensure as recorder_ensure
 from .recorder import last_run_failures as recorder_last_failures
@@ -40,8 +40,6 @@ from .streams import SCHEMA_KEY, SCRATCH_KEY, Stream, streams_of
 ConfigArg = Project | str | os.PathLike[str] | None
 P = ParamSpec("P")
 R = TypeVar("R")
-
-LOCK_NOT_AVAILABLE = "55P03"
 
 
 def _user_errors(fn: Callable[P, R]) -> Callable[P, R]:
@@ -147,50 +145,40 @@ def _states(conn: Connection, stream: Stream, schemas: Sequence[str]) -> list[Sc
 def _apply(s: Session, stream: Stream, schema: str, run: Callable[[Config], Any]) -> SchemaResult:
     """Run an alembic command on one schema in its own transaction, retrying lock timeouts."""
     started = time.perf_counter()
-    attempts = max(1, s.project.lock_retries)
     with s.connect() as conn:
         before = current_heads(conn, stream, schema)
         conn.rollback()
-        for attempt in range(1, attempts + 1):
-            try:
-                with conn.begin():
-                    # Lock first, then read: a concurrent run cannot also report this
-                    # schema as applied. run_in_context re-takes the (reentrant) lock.
-                    environment.prepare(conn, s.project, stream, schema)
-                    before = current_heads(conn, stream, schema)
-                    run(stream.alembic_config(connection=conn, **{SCHEMA_KEY: schema}))
-                    # Same transaction: the applied-revision rows match the version rows.
-                    heads = current_heads(conn, stream, schema)
-                    sync_applied(conn, stream.script, stream.name, schema, heads)
-                break
-            except (CommandError, AlembicRevisionError) as exc:
-                # The same REVISION goes to every stream: say which one it failed in.
-                where = f"{stream.name}/{schema}" if stream.is_tenant else stream.name
-                raise RevisionError(f"{where}: {str(exc).strip().splitlines()[0]}") from exc
-            except sa.exc.DBAPIError as exc:
-                if conn.in_transaction():
-                    conn.rollback()
-                code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-                retry = code == LOCK_NOT_AVAILABLE or schema_created_concurrently(exc)
-                if retry and attempt < attempts:
-                    time.sleep(min(0.2 * 2**attempt, 5.0))
-                    continue
-                message = database.describe(exc)
-                if code == LOCK_NOT_AVAILABLE:
-                    message = f"lock timeout after {attempts} attempts: {message}"
-                return SchemaResult(
-                    stream.name,
-                    schema,
-                    stream.is_tenant,
-                    before,
-                    before,
-                    time.perf_counter() - started,
-                    message,
+
+        def attempt() -> tuple[str, ...]:
+            with conn.begin():
+                # Lock first, then read: a concurrent run cannot also report this schema as
+                # applied. run_in_context re-takes the (reentrant) lock.
+                environment.prepare(conn, s.project, stream, schema)
+                found = current_heads(conn, stream, schema)
+                run(stream.alembic_config(connection=conn, **{SCHEMA_KEY: schema}))
+                # Same transaction: the applied-revision rows match the version rows.
+                sync_applied(
+                    conn, stream.script, stream.name, schema, current_heads(conn, stream, schema)
                 )
+            return found
+
+        try:
+            found, error = database.with_retries(
+                conn, s.project.lock_retries, s.project.lock_timeout, attempt
+            )
+        except (CommandError, AlembicRevisionError) as exc:
+            # The same REVISION goes to every stream: say which one it failed in.
+            where = f"{stream.name}/{schema}" if stream.is_tenant else stream.name
+            raise RevisionError(f"{where}: {str(exc).strip().splitlines()[0]}") from exc
+        seconds = time.perf_counter() - started
+        if error is not None or found is None:
+            return SchemaResult(
+                stream.name, schema, stream.is_tenant, before, before, seconds, error
+            )
         after = current_heads(conn, stream, schema)
         conn.rollback()
     return SchemaResult(
-        stream.name, schema, stream.is_tenant, before, after, time.perf_counter() - started
+        stream.name, schema, stream.is_tenant, found, after, time.perf_counter() - started
     )
 
 

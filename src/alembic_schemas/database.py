@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -16,6 +17,8 @@ from .errors import ConfigError, DatabaseError
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack is 3.11+
+
+T = TypeVar("T")
 
 # Sessions start with nothing but pg_catalog on their search_path: no user schema is the
 # "default" one, so reflection always reports explicit schema names (no phantom diffs from
@@ -81,6 +84,48 @@ def connect(engine: Engine) -> Iterator[Connection]:
         raise DatabaseError(f"cannot connect to {where}: {describe(exc)}") from None
     with conn:
         yield conn
+
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+
+
+def schema_created_concurrently(exc: BaseException) -> bool:
+    """``CREATE SCHEMA IF NOT EXISTS`` hit the unique index: another run created the schema
+    after this transaction cached it as missing (the advisory lock does not refresh the
+    backend's catalog cache). A new transaction sees it, so the attempt is retried."""
+    constraint = getattr(getattr(getattr(exc, "orig", None), "diag", None), "constraint_name", None)
+    return sqlstate(exc) == "23505" and constraint == "pg_namespace_nspname_index"
+
+
+def with_retries(
+    conn: Connection, attempts: int, lock_timeout: str, fn: Callable[[], T]
+) -> tuple[T | None, str | None]:
+    """``(fn(), None)``, retrying (with back-off) while it fails on a lock timeout or a
+    concurrently created schema; after the last attempt, or on any other database error,
+    ``(None, one-line message)``. Each attempt must be one transaction on ``conn``."""
+    attempts = max(1, attempts)
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn(), None
+        except sa.exc.DBAPIError as exc:
+            if conn.in_transaction() or conn.invalidated:
+                conn.rollback()  # an invalidated connection reconnects on next use
+            code = sqlstate(exc)
+            if (
+                code == LOCK_NOT_AVAILABLE or schema_created_concurrently(exc)
+            ) and attempt < attempts:
+                time.sleep(min(0.1 * 2**attempt, 5.0))
+                continue
+            message = describe(exc)
+            if code == LOCK_NOT_AVAILABLE:
+                message = f"lock timeout ({lock_timeout}) after {attempts} attempts: {message}"
+            return None, message
+    raise AssertionError("unreachable")
 
 
 def run_sql(conn: Connection, sql: str) -> sa.CursorResult[Unpack[tuple[Any, ...]]]:

@@ -38,7 +38,6 @@ from . import database, environment, identifiers, recorder
 from .results import SchemaResult
 from .streams import SCHEMA_KEY, Stream
 
-LOCK_NOT_AVAILABLE = "55P03"
 # Source markers of revisions that need a live connection, so cannot be replayed as SQL.
 ONLINE_MARKERS = (
     "get_bind",
@@ -69,19 +68,6 @@ class Plan:
     target: tuple[str, ...]
     current: dict[str, tuple[str, ...]]
     todo: list[str] = field(default_factory=list)
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    orig = getattr(exc, "orig", None)
-    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-
-
-def schema_created_concurrently(exc: BaseException) -> bool:
-    """``CREATE SCHEMA IF NOT EXISTS`` hit the unique index: another run created the schema
-    after this transaction cached it as missing (the advisory lock does not refresh the
-    backend's catalog cache). A new transaction sees it, so the attempt is retried."""
-    constraint = getattr(getattr(getattr(exc, "orig", None), "diag", None), "constraint_name", None)
-    return _sqlstate(exc) == "23505" and constraint == "pg_namespace_nspname_index"
 
 
 def shard_of(tenant: str, shards: int) -> int:
@@ -341,38 +327,28 @@ class Executor:
         """One tenant, with lock-timeout retries. None: skipped because another run holds it."""
         started = time.perf_counter()
         before = plan.current.get(tenant, ())
-        attempts = max(1, self.project.lock_retries)
-        for attempt in range(1, attempts + 1):
-            try:
-                result = self._migrate(conn, tenant, plan.target, revision, wait=wait)
-                if result is None:
-                    return None
-                before, after = result
-                return SchemaResult(
-                    self.stream.name, tenant, True, before, after, time.perf_counter() - started
-                )
-            except sa.exc.DBAPIError as exc:
-                if conn.in_transaction():
-                    conn.rollback()
-                if exc.connection_invalidated or conn.invalidated:
-                    conn.rollback()  # reconnects on next use
-                code = _sqlstate(exc)
-                retry = code == LOCK_NOT_AVAILABLE or schema_created_concurrently(exc)
-                if retry and attempt < attempts:
-                    time.sleep(min(0.1 * 2**attempt, 5.0))
-                    continue
-                message = database.describe(exc)
-                if code == LOCK_NOT_AVAILABLE:
-                    timeout = self.project.lock_timeout
-                    message = f"lock timeout ({timeout}) after {attempts} attempts: {message}"
-                return self._failed(tenant, before, started, message)
-            except Exception as exc:  # a revision's own Python error
-                if conn.in_transaction():
-                    conn.rollback()
-                lines = str(exc).strip().splitlines()
-                error = f"{type(exc).__name__}: {lines[0] if lines else ''}"
-                return self._failed(tenant, before, started, error)
-        raise AssertionError("unreachable")
+        try:
+            result, error = database.with_retries(
+                conn,
+                self.project.lock_retries,
+                self.project.lock_timeout,
+                lambda: self._migrate(conn, tenant, plan.target, revision, wait=wait),
+            )
+        except Exception as exc:  # a revision's own Python error
+            if conn.in_transaction():
+                conn.rollback()
+            lines = str(exc).strip().splitlines()
+            return self._failed(
+                tenant, before, started, f"{type(exc).__name__}: {lines[0] if lines else ''}"
+            )
+        if error is not None:
+            return self._failed(tenant, before, started, error)
+        if result is None:
+            return None
+        before, after = result
+        return SchemaResult(
+            self.stream.name, tenant, True, before, after, time.perf_counter() - started
+        )
 
     def _failed(
         self, tenant: str, before: tuple[str, ...], started: float, error: str
