@@ -269,37 +269,25 @@ class Executor:
         outcomes: list[SchemaResult] = []
         out_lock = threading.Lock()
 
-        def worker() -> None:
+        def drain(wait: bool) -> None:
             with database.connect(self.engine) as conn:
                 while not self._stop.is_set():
                     try:
                         tenant = work.get_nowait()
                     except queue.Empty:
                         return
-                    outcome = self._attempt(conn, tenant, plan, revision, wait=False)
+                    outcome = self._attempt(conn, tenant, plan, revision, wait=wait)
                     if outcome is None:  # another run holds this tenant: come back later
                         with out_lock:
                             deferred.append(tenant)
                         continue
                     self._record(outcome, outcomes, out_lock)
 
-        self._parallel(worker)
+        self._parallel(lambda: drain(wait=False))
         if deferred and not self._stop.is_set():
             for t in deferred:
                 work.put(t)
-
-            def waiter() -> None:
-                with database.connect(self.engine) as conn:
-                    while not self._stop.is_set():
-                        try:
-                            tenant = work.get_nowait()
-                        except queue.Empty:
-                            return
-                        outcome = self._attempt(conn, tenant, plan, revision, wait=True)
-                        assert outcome is not None
-                        self._record(outcome, outcomes, out_lock)
-
-            self._parallel(waiter)
+            self._parallel(lambda: drain(wait=True))  # waiting never defers again
         return outcomes
 
     def _parallel(self, fn: Callable[[], None]) -> None:

@@ -121,20 +121,25 @@ def _exists(conn: Connection) -> bool:
     return conn.scalar(sa.select(sa.func.to_regclass(f"{SCHEMA}.attempt"))) is not None
 
 
-def last_run_failures(conn: Connection, stream: str) -> list[str]:
-    """Schemas of the stream whose latest attempt failed: the failures of the last run,
-    and of each shard's last run when hosts run ``--shard K/N``."""
-    if not _exists(conn):
-        return []
+def _latest_failed() -> sa.ColumnElement[bool]:
+    """The attempt failed and is its schema's latest in the stream."""
     later = attempt.alias("later")
     newer = sa.select(later.c.id).where(
         later.c.stream == attempt.c.stream,
         later.c.schema_name == attempt.c.schema_name,
         later.c.id > attempt.c.id,
     )
+    return sa.and_(attempt.c.status == "failed", ~sa.exists(newer))
+
+
+def last_run_failures(conn: Connection, stream: str) -> list[str]:
+    """Schemas of the stream whose latest attempt failed: the failures of the last run,
+    and of each shard's last run when hosts run ``--shard K/N``."""
+    if not _exists(conn):
+        return []
     query = (
         sa.select(attempt.c.schema_name)
-        .where(attempt.c.stream == stream, attempt.c.status == "failed", ~sa.exists(newer))
+        .where(attempt.c.stream == stream, _latest_failed())
         .order_by(attempt.c.schema_name)
     )
     return list(conn.execute(query).scalars())
@@ -146,12 +151,6 @@ def recent_failures(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
         return []
     # Only each schema's latest attempt: a schema that failed twice is listed once, with
     # its latest error, and one that succeeded since is not listed.
-    later = attempt.alias("later")
-    later_attempt = sa.select(later.c.id).where(
-        later.c.stream == attempt.c.stream,
-        later.c.schema_name == attempt.c.schema_name,
-        later.c.id > attempt.c.id,
-    )
     query = (
         sa.select(
             attempt.c.run_id,
@@ -160,7 +159,7 @@ def recent_failures(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
             attempt.c.error,
             attempt.c.recorded_at,
         )
-        .where(attempt.c.status == "failed", ~sa.exists(later_attempt))
+        .where(_latest_failed())
         .order_by(attempt.c.id.desc())
         .limit(limit)
     )
