@@ -430,7 +430,7 @@ def test_connection_lost_during_a_migration(project: ProjectDir) -> None:
     # The server ends our own session in the middle of the revision: OperationalError.
     _add_revision(project, "r2", 'op.execute("SELECT pg_terminate_backend(pg_backend_pid())")')
     message = _error(project.cli("upgrade"), 1)
-    assert message.startswith("core/core: ")
+    assert message.startswith("core: ")
     assert "terminating connection due to administrator command" in message
 
 

@@ -187,8 +187,9 @@ def _raise_failures(results: Sequence[SchemaResult]) -> None:
     failed = [r for r in results if r.error]
     if failed:
         first = failed[0]
+        where = f"{first.stream}/{first.schema}" if first.tenant else first.stream
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-        exc = MigrationFailed(f"{first.stream}/{first.schema}: {first.error}{more}")
+        exc = MigrationFailed(f"{where}: {first.error}{more}")
         exc.report = results  # type: ignore[attr-defined]
         raise exc
 
