@@ -241,6 +241,89 @@ def test_metadata_that_does_not_import_offline_and_in_autogenerate(project: Proj
     assert len(project.versions("core")) == 1, "no revision file was written"
 
 
+# Each usage row of README's "User errors" table, word for word ({config} is the config file).
+DOCUMENTED_USAGE_ERRORS = {
+    "unknown key": (
+        CONFIG.replace('script_location = "migrations"', "script_locaton = 'migrations'"),
+        ("upgrade",),
+        "{config}: unknown key 'script_locaton' (allowed: jobs, lock_retries, lock_timeout, "
+        "script_location, statement_timeout, streams, url, version_table)",
+    ),
+    "unknown stream key": (
+        CONFIG + 'shema = "core"\n',
+        ("upgrade",),
+        "{config}: stream 'core': unknown key 'shema' (allowed: depends_on, grants, metadata, "
+        "owner, schema, tenants, version_table)",
+    ),
+    "malformed TOML": (
+        CONFIG + "depends_on = [\n",
+        ("upgrade",),
+        "{config}: malformed TOML: Invalid value (at end of document)",
+    ),
+    "wrong value type": (
+        CONFIG.replace('script_location = "migrations"', 'lock_retries = "3"'),
+        ("upgrade",),
+        "{config}: 'lock_retries' must be int, not str",
+    ),
+    "bad duration": (
+        CONFIG.replace('script_location = "migrations"', 'lock_timeout = "soon"'),
+        ("upgrade",),
+        "{config}: lock_timeout 'soon' is not a duration like '5s', '500ms' or '0'",
+    ),
+    "unknown dependency": (
+        CONFIG + 'depends_on = ["shared"]\n',
+        ("upgrade",),
+        "{config}: stream 'core' depends on unknown stream 'shared'",
+    ),
+    "bad schema name": (
+        CONFIG.replace('schema = "core"', 'schema = "pg_x"'),
+        ("upgrade",),
+        "{config}: stream 'core': invalid schema name 'pg_x': the pg_ prefix is reserved",
+    ),
+    "bad owner role": (
+        CONFIG + 'owner = "pg_signal_backend"\n',
+        ("upgrade",),
+        "{config}: stream 'core': invalid owner role 'pg_signal_backend': "
+        "the pg_ prefix is reserved",
+    ),
+    "depends_on cycle": (
+        CONFIG
+        + 'depends_on = ["other"]\n\n[tool.alembic-schemas.streams.other]\nschema = "other"\n'
+        + 'depends_on = ["core"]\n',
+        ("upgrade",),
+        "{config}: depends_on cycle: core -> other -> core",
+    ),
+    "bad command-line usage": (
+        CONFIG,
+        ("downgrade", "-s", "core"),
+        "Missing argument 'REVISION'. (see 'alembic-schemas downgrade --help')",
+    ),
+    "--shard malformed": (
+        CONFIG,
+        ("upgrade", "--shard", "4/3"),
+        "--shard '4/3' must be K/N with 1 <= K <= N, e.g. 1/4",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(DOCUMENTED_USAGE_ERRORS))
+def test_documented_usage_errors_print_exactly_their_line(offline: ProjectDir, case: str) -> None:
+    text, args, expected = DOCUMENTED_USAGE_ERRORS[case]
+    config = offline.root / "pyproject.toml"
+    config.write_text(text)
+    assert _error(offline.cli(*args), 2) == expected.format(config=config)
+
+
+def test_no_config_prints_exactly_the_documented_line(tmp_path: Path) -> None:
+    proc = ProjectDir(tmp_path, f"postgresql+psycopg://x@127.0.0.1:{_closed_port()}/x").cli(
+        "upgrade"
+    )
+    assert _error(proc, 2) == (
+        f"no alembic-schemas configuration found in {tmp_path} or its parents (add "
+        "[tool.alembic-schemas] to pyproject.toml, or run 'alembic-schemas init')"
+    )
+
+
 # --- streams and revisions ----------------------------------------------------------------
 
 
@@ -477,6 +560,19 @@ def test_database_error_while_comparing_models(project: ProjectDir) -> None:
     for args in (("check",), ("status",), ("revision", "-s", "core", "--autogenerate")):
         message = _error(project.cli(*args), 1)
         assert "function no_such_fn() does not exist" in message
+
+
+def test_check_names_each_difference_on_stdout_and_fails_in_one_line(
+    project: ProjectDir, db: sa.Engine
+) -> None:
+    with db.connect() as conn:
+        conn.exec_driver_sql("ALTER TABLE core.account ADD COLUMN extra int")
+    proc = project.cli("check")
+    assert _error(proc, 1) == "1 schema(s) differ from their models"
+    assert proc.stdout.strip() == "core: remove column core.account.extra", proc.stdout
+    with db.connect() as conn:  # check only reads
+        assert conn.scalar(sa.text("SELECT version_num FROM core.alembic_version")) == "r1"
+        assert conn.scalar(sa.text("SELECT count(*) FROM core.account")) == 0
 
 
 def test_verbose_shows_the_traceback(offline: ProjectDir) -> None:

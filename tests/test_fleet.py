@@ -719,3 +719,37 @@ def test_sql_writes_each_tenant_without_touching_the_database(fleet: Fleet) -> N
 
     proc = fleet.cli("upgrade", "--sql", ALEMBIC_SCHEMAS_URL=nowhere)
     assert proc.returncode == 2 and "--tenant" in proc.stderr
+
+
+R4_TAB = '''
+"""writes a tab, which Alembic's offline output would turn into four spaces"""
+from alembic import op
+
+revision = "r4"
+down_revision = "r3"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("INSERT INTO item (name) VALUES ('a\\tb')")
+    op.execute("INSERT INTO item (name) VALUES ('plain')")
+
+
+def downgrade() -> None:
+    pass
+'''
+
+
+def test_a_tab_in_a_revision_reaches_every_tenant_unchanged(fleet: Fleet) -> None:
+    (fleet.root / "migrations" / STREAM / "versions" / "r4_tab.py").write_text(R4_TAB.lstrip())
+    names = _names(3)
+    fleet.make_tenants(names, at="r3")
+    api.upgrade(streams=[STREAM], config=fleet.root)
+    with fleet.db.connect() as conn:
+        for t in names:
+            rows = conn.exec_driver_sql(
+                f"SELECT name FROM {identifiers.qualified(t, 'item')} WHERE id > 2 ORDER BY id"
+            ).scalars()
+            assert list(rows) == ["a\tb", "plain"], t
+    assert fleet.versions() == dict.fromkeys(names, "r4")

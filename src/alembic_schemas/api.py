@@ -28,8 +28,15 @@ from sqlalchemy.engine import Connection, Engine
 
 from . import autogenerate, database, environment, identifiers, scaffold, sources
 from .config import Project, find_config, load_project
-from .errors import AlembicSchemasError, ConfigError, MigrationFailed, RevisionError
+from .errors import (
+    AlembicSchemasError,
+    ConfigError,
+    DatabaseError,
+    MigrationFailed,
+    RevisionError,
+)
 from .executor import Executor, read_versions, select_shard
+from .recorder import SCHEMA as RECORD_SCHEMA
 from .recorder import Recorder, edited_revisions, sync_applied
 from .recorder import ensure as recorder_ensure
 from .recorder import last_run_failures as recorder_last_failures
@@ -72,13 +79,40 @@ class Session:
     def connect(self) -> contextlib.AbstractContextManager[Connection]:
         return database.connect(self.engine)
 
-    def targets(self, stream: Stream, only: Sequence[str] | None = None) -> list[str]:
-        """The schemas a stream applies to: its own, or its tenants (optionally narrowed)."""
+    def targets(
+        self, stream: Stream, only: Sequence[str] | None = None, *, new: bool = False
+    ) -> list[str]:
+        """The schemas a stream applies to: its own, or its tenants (optionally narrowed).
+        A named tenant must exist or be listed by the stream's source, unless ``new`` (upgrade
+        creates the tenants it is given): a typo would otherwise read as a tenant at base,
+        or be created by downgrade/stamp."""
         if not stream.is_tenant:
             assert stream.schema is not None
             return [stream.schema]
         if only:
-            return [sources.validate_tenant(t, self.project) for t in only]
+            wanted = [sources.validate_tenant(t, self.project) for t in only]
+            if not new:
+                with self.connect() as conn:
+                    existing = set(
+                        conn.execute(
+                            sa.text(
+                                "SELECT nspname FROM pg_catalog.pg_namespace"
+                                " WHERE nspname = ANY(:names)"
+                            ),
+                            {"names": wanted},
+                        ).scalars()
+                    )
+                    missing = [t for t in wanted if t not in existing]
+                    listed = set(sources.names(stream, conn)) if missing else set()
+                unknown = [t for t in missing if t not in listed]
+                if unknown:
+                    pl = "s" if len(unknown) > 1 else ""
+                    raise ConfigError(
+                        f"unknown tenant{pl} {', '.join(map(repr, unknown))} of stream "
+                        f"{stream.name!r} (no such schema{pl}, and not listed by "
+                        f"{stream.config.tenants})"
+                    )
+            return wanted
         with self.connect() as conn:
             return sources.names(stream, conn)
 
@@ -150,7 +184,7 @@ def _apply(s: Session, stream: Stream, schema: str, run: Callable[[Config], Any]
         conn.rollback()
 
         def attempt() -> tuple[str, ...]:
-            with conn.begin():
+            with database.transaction(conn):
                 # Lock first, then read: a concurrent run cannot also report this schema as
                 # applied. run_in_context re-takes the (reentrant) lock.
                 environment.prepare(conn, s.project, stream, schema)
@@ -170,10 +204,14 @@ def _apply(s: Session, stream: Stream, schema: str, run: Callable[[Config], Any]
             # The same REVISION goes to every stream: say which one it failed in.
             where = f"{stream.name}/{schema}" if stream.is_tenant else stream.name
             raise RevisionError(f"{where}: {str(exc).strip().splitlines()[0]}") from exc
+        except MigrationFailed as exc:  # e.g. a refused autocommit_block
+            found, error = None, str(exc)
         seconds = time.perf_counter() - started
         if error is not None or found is None:
+            # An autocommit_block commits the revisions before it: report where it stopped.
+            reached = _reached(conn, stream, schema, before)
             return SchemaResult(
-                stream.name, schema, stream.is_tenant, before, before, seconds, error
+                stream.name, schema, stream.is_tenant, before, reached, seconds, error
             )
         after = current_heads(conn, stream, schema)
         conn.rollback()
@@ -182,16 +220,45 @@ def _apply(s: Session, stream: Stream, schema: str, run: Callable[[Config], Any]
     )
 
 
-def _raise_failures(results: Sequence[SchemaResult]) -> None:
+def _reached(
+    conn: Connection, stream: Stream, schema: str, fallback: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The schema's revision after a failed attempt (``fallback`` if it cannot be read)."""
+    try:
+        heads = current_heads(conn, stream, schema)
+        conn.rollback()
+    except sa.exc.DBAPIError:
+        if conn.in_transaction() or conn.invalidated:
+            conn.rollback()
+        return fallback
+    return heads
+
+
+def _raise_failures(results: Sequence[SchemaResult], note: str = "") -> None:
     """MigrationFailed naming the first failed schema, with the results as ``.report``."""
     failed = [r for r in results if r.error]
     if failed:
         first = failed[0]
         where = f"{first.stream}/{first.schema}" if first.tenant else first.stream
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-        exc = MigrationFailed(f"{where}: {first.error}{more}")
+        exc = MigrationFailed(f"{where}: {first.error}{more}{note}")
         exc.report = results  # type: ignore[attr-defined]
         raise exc
+
+
+def _record_refused(exc: sa.exc.DBAPIError) -> DatabaseError:
+    """One line for run record tables the database will not create (read-only, disk full)."""
+    return DatabaseError(
+        f"cannot create the run record (schema {RECORD_SCHEMA}), nothing was migrated: "
+        f"{database.describe(exc)}"
+    )
+
+
+def _ensure_record(conn: Connection) -> None:
+    try:
+        recorder_ensure(conn)
+    except sa.exc.DBAPIError as exc:
+        raise _record_refused(exc) from None
 
 
 def _run_each(
@@ -206,11 +273,16 @@ def _run_each(
     results: list[SchemaResult] = []
     with session(config) as s:
         selected = streams_of(s.project, streams)
+        # Every stream's schemas first: an unknown tenant is refused before anything changes.
+        planned = [
+            (stream, s.targets(stream, tenant_names))
+            for stream in (reversed(selected) if reverse else selected)
+        ]
         with s.connect() as conn:
-            recorder_ensure(conn)  # _apply writes alembic_schemas.applied
+            _ensure_record(conn)  # _apply writes alembic_schemas.applied
             conn.commit()
-        for stream in reversed(selected) if reverse else selected:
-            for schema in s.targets(stream, tenant_names):
+        for stream, schemas in planned:
+            for schema in schemas:
                 result = _apply(s, stream, schema, functools.partial(run, stream))
                 results.append(result)
                 if result.error:
@@ -226,18 +298,25 @@ def _offline(
     output: IO[str] | None,
 ) -> None:
     project = load(config)
+    _refuse_bad_tenants(tenant_names, project)  # downgrade --sql came here unchecked
     out = output or sys.stdout
-    for stream in streams_of(project, streams):
+    todo: list[tuple[Stream, str]] = []
+    for stream in streams_of(project, streams):  # every refusal before any output
         if stream.is_tenant and not tenant_names:
             raise ConfigError(f"--sql for tenant stream {stream.name!r} needs --tenant NAME")
         schemas = tenant_names if stream.is_tenant else [stream.schema]
         for schema in schemas or ():
             assert schema is not None
             identifiers.validate(schema)
-            out.write(f"-- stream {stream.name}, schema {schema}\n")
-            cfg = stream.alembic_config(**{SCHEMA_KEY: schema})
-            cfg.output_buffer = out  # type: ignore[assignment]
-            run(stream, cfg)
+            environment.refuse_offline_tabs(stream, schema)
+            todo.append((stream, schema))
+    for stream, schema in todo:
+        # A newline in the name would end this comment and start a statement of its own.
+        shown = schema if schema.isprintable() else repr(schema)
+        out.write(f"-- stream {stream.name}, schema {shown}\n")
+        cfg = stream.alembic_config(**{SCHEMA_KEY: schema})
+        cfg.output_buffer = out  # type: ignore[assignment]
+        run(stream, cfg)
 
 
 # --- verbs ---------------------------------------------------------------------------
@@ -350,13 +429,14 @@ def _autogenerate_tenant(s: Session, st: Stream, kwargs: dict[str, Any]) -> Any:
         s.engine.url.render_as_string(hide_password=False), poolclass=sa.pool.NullPool
     )
     try:
-        with database.connect(engine) as conn, conn.begin() as tx:
-            command.upgrade(st.alembic_config(connection=conn, **{SCHEMA_KEY: scratch}), "heads")
-            cfg = st.alembic_config(connection=conn, **{SCHEMA_KEY: scratch, SCRATCH_KEY: True})
+        with database.connect(engine) as conn:
+            conn.begin()
             try:
+                cfg = st.alembic_config(connection=conn, **{SCHEMA_KEY: scratch, SCRATCH_KEY: True})
+                command.upgrade(cfg, "heads")
                 return command.revision(cfg, **kwargs)
             finally:
-                tx.rollback()
+                conn.rollback()
     finally:
         engine.dispose()
 
@@ -410,12 +490,24 @@ def upgrade(
     shard_kn = parse_shard(shard) if isinstance(shard, str) else shard
     started = time.perf_counter()
     s = Session(project, pool_size=workers + 2)
+    unrecorded: list[str] = []  # why the run record could not be written, if it could not
     try:
-        recorder = Recorder(s.engine)
+        try:
+            recorder = Recorder(s.engine)  # creates the record's tables when missing
+        except sa.exc.DBAPIError as exc:
+            raise _record_refused(exc) from None
         report = UpgradeReport(recorder.run_id)
 
+        def record(write: Callable[[], None]) -> None:
+            # A record the database refuses (read-only, disk full) must neither hide the
+            # migrations' own outcome nor stop them: it is reported with that outcome.
+            try:
+                write()
+            except sa.exc.DBAPIError as exc:
+                unrecorded.append(database.describe(exc))
+
         def done(result: SchemaResult) -> None:
-            recorder.add(result)
+            record(lambda: recorder.add(result))
             if on_result is not None:
                 on_result(result)
 
@@ -431,7 +523,7 @@ def upgrade(
                     report.append(result)
                     done(result)
                 else:
-                    names = s.targets(stream, tenants)
+                    names = s.targets(stream, tenants, new=True)  # upgrade creates them
                     if retry_failed:
                         with s.connect() as conn:
                             failed = set(recorder_last_failures(conn, stream.name))
@@ -452,11 +544,16 @@ def upgrade(
                 if len(report.failed) > max_failures:
                     break
         finally:
-            recorder.flush()
+            record(recorder.flush)
     finally:
         s.close()
     report.seconds = time.perf_counter() - started
-    _raise_failures(report)
+    note = f" (run record not written: {unrecorded[0]})" if unrecorded else ""
+    _raise_failures(report, note)
+    if unrecorded:
+        raise DatabaseError(
+            f"every migration succeeded, but the run record was not written: {unrecorded[0]}"
+        )
     return report
 
 
@@ -644,6 +741,8 @@ def alembic_config(stream: str, *, schema: str | None = None, config: ConfigArg 
     to run on it; otherwise the project's database is used."""
     st = _stream(config, stream)
     if schema is not None:
+        if st.is_tenant:  # not public, the run record or a named stream's schema
+            sources.validate_tenant(schema, st.project)
         identifiers.validate(schema)
         return st.alembic_config(**{SCHEMA_KEY: schema})
     return st.alembic_config()

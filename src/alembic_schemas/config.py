@@ -180,7 +180,7 @@ def _grants(where: str, raw: list[Any] | dict[str, Any]) -> Grants:
     for role, privs in pairs:
         if not isinstance(role, str):
             raise ConfigError(f"{where}: grants must list role names, not {type(role).__name__}")
-        identifiers.validate(role, "grant role")
+        identifiers.validate_role(role, "grant role")
         if not isinstance(privs, list) or not privs or not all(isinstance(p, str) for p in privs):
             raise ConfigError(f"{where}: grants.{role} must be a non-empty list of privileges")
         wanted = tuple(dict.fromkeys(p.strip().upper() for p in privs))
@@ -192,6 +192,19 @@ def _grants(where: str, raw: list[Any] | dict[str, Any]) -> Grants:
             )
         out.append((role, wanted))
     return tuple(out)
+
+
+def _version_table(where: str, name: object) -> str:
+    """A version table name whose primary key, Alembic's ``<name>_pkc``, fits in 63 bytes too:
+    the server would truncate that name, and at 63 bytes into the table's own name."""
+    checked = identifiers.validate(name, "version table name")
+    size, most = len(checked.encode("utf-8")), identifiers.MAX_BYTES - len("_pkc")
+    if size > most:
+        raise identifiers.InvalidIdentifier(
+            f"{where}: invalid version table name {checked!r}: {size} bytes, at most {most} "
+            "(its primary key is named '<name>_pkc')"
+        )
+    return checked
 
 
 def _duration(where: str, key: str, value: str) -> str:
@@ -209,7 +222,7 @@ def _build(config_path: Path, data: dict[str, Any]) -> Project:
     streams: dict[str, StreamConfig] = {}
     for name, raw in raw_streams.items():
         swhere = f"{where}: stream {name!r}"
-        if not _STREAM_NAME.match(name):
+        if not _STREAM_NAME.fullmatch(name):  # match() let 'core\n' through ($ before \n)
             raise ConfigError(f"{swhere}: stream names may use letters, digits, '_', '-', '.'")
         if not isinstance(raw, dict):
             raise ConfigError(f"{swhere}: must be a table")
@@ -222,7 +235,7 @@ def _build(config_path: Path, data: dict[str, Any]) -> Project:
             if schema is not None:
                 identifiers.validate(schema, "schema name")
             if owner is not None:
-                identifiers.validate(owner, "owner role")
+                identifiers.validate_role(owner, "owner role")
             grants = _grants(swhere, raw.get("grants", []))
         except identifiers.InvalidIdentifier as exc:
             raise identifiers.InvalidIdentifier(f"{swhere}: {exc}") from None
@@ -237,9 +250,7 @@ def _build(config_path: Path, data: dict[str, Any]) -> Project:
             depends_on=tuple(depends),
             owner=owner,
             grants=grants,
-            version_table=identifiers.validate(
-                raw.get("version_table", default_vt), "version table name"
-            ),
+            version_table=_version_table(swhere, raw.get("version_table", default_vt)),
         )
     schemas_seen: dict[str, str] = {}
     for s in streams.values():

@@ -71,7 +71,24 @@ def describe(exc: BaseException) -> str:
     # psycopg prefixes connect errors with these; the rest already says what failed.
     for prefix in ("connection failed: ", "connection is bad: "):
         first = first.removeprefix(prefix)
-    return first.strip()
+    # what was done about it, e.g. an INVALID index dropped after a failed autocommit_block
+    notes = getattr(exc, "__notes__", None) or getattr(orig, "__notes__", None) or []
+    return "; ".join([first.strip(), *notes])
+
+
+@contextlib.contextmanager
+def transaction(conn: Connection) -> Iterator[None]:
+    """``conn.begin()`` that commits whichever transaction is open at the end: an
+    ``autocommit_block`` inside commits the first one and begins another."""
+    conn.begin()
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction():
+            conn.rollback()
+        raise
+    if conn.in_transaction():
+        conn.commit()
 
 
 @contextlib.contextmanager

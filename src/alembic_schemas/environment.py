@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 from . import database, identifiers
@@ -34,11 +35,14 @@ def lock_key(stream: str, schema: str) -> int:
     return zlib.crc32(f"{stream}\x00{schema}".encode()) - 2**31
 
 
+def lock_args(stream: str, schema: str) -> tuple[int, int]:
+    """The two-key advisory lock of (stream, schema)."""
+    return _LOCK_NAMESPACE, lock_key(stream, schema)
+
+
 def lock(conn: Connection, stream: str, schema: str) -> None:
     """Wait (up to lock_timeout) for the transaction-scoped lock on (stream, schema)."""
-    conn.execute(
-        sa.select(sa.func.pg_advisory_xact_lock(_LOCK_NAMESPACE, lock_key(stream, schema)))
-    )
+    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(*lock_args(stream, schema))))
 
 
 def wait_lock(conn: Connection, stream: str, schema: str, lock_timeout: str) -> None:
@@ -53,9 +57,7 @@ def wait_lock(conn: Connection, stream: str, schema: str, lock_timeout: str) -> 
 
 def try_lock(conn: Connection, stream: str, schema: str) -> bool:
     return bool(
-        conn.scalar(
-            sa.select(sa.func.pg_try_advisory_xact_lock(_LOCK_NAMESPACE, lock_key(stream, schema)))
-        )
+        conn.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(*lock_args(stream, schema))))
     )
 
 
@@ -63,7 +65,7 @@ def create_schema_sql(schema: str, owner: str | None = None, grants: Grants = ()
     """``CREATE SCHEMA IF NOT EXISTS``, then the stream's grants: one script, one round trip."""
     sql = "CREATE SCHEMA IF NOT EXISTS " + identifiers.quote(schema)
     if owner:
-        sql += " AUTHORIZATION " + identifiers.quote(owner, "role name")
+        sql += " AUTHORIZATION " + identifiers.quote_role(owner)
     return ";\n".join([sql, *grants_sql(schema, grants)])
 
 
@@ -74,7 +76,7 @@ def grants_sql(schema: str, grants: Grants) -> list[str]:
     out: list[str] = []
     s = identifiers.quote(schema)
     for role, privileges in grants:
-        r = identifiers.quote(role, "role name")
+        r = identifiers.quote_role(role)
         tables = ", ".join(p for p in privileges if p in TABLE_PRIVILEGES)
         # nextval() needs USAGE: only roles that may insert get it.
         sequences = "USAGE, SELECT" if "INSERT" in privileges else "SELECT"
@@ -204,11 +206,16 @@ def _is_revision_run(env: EnvironmentContext) -> bool:
 
 
 def run_in_context(env: EnvironmentContext, stream: Stream, schema: str, conn: Connection) -> None:
-    """Configure ``env`` for (stream, schema) on ``conn`` and run it in one transaction."""
+    """Configure ``env`` for (stream, schema) on ``conn`` and run it in one transaction
+    (which an ``autocommit_block`` splits in two: see :mod:`.autocommit`)."""
+    from . import autocommit  # late import: autocommit imports this module
+
     project = stream.project
     read_only = _is_revision_run(env)
-    outer = conn.begin() if not conn.in_transaction() else contextlib.nullcontext()
-    with outer as tx:
+    own = not conn.in_transaction()
+    if own:
+        conn.begin()
+    try:
         if read_only and (env.config.attributes.get(SCRATCH_KEY) or stream.is_tenant):
             # Tenant autogenerate/check, also from plain `alembic -x tenant=T`: compare
             # schema-less, so no tenant name is rendered into a revision file.
@@ -225,20 +232,46 @@ def run_in_context(env: EnvironmentContext, stream: Stream, schema: str, conn: C
             if stream.is_tenant and not read_only:
                 # Ops and op.get_bind() queries naming no schema land in the tenant.
                 conn.execution_options(schema_translate_map={None: schema})
+            env.configure(connection=conn, dont_mutate=read_only, **context_options(stream, schema))
+            # A scratch schema lives in a transaction that is rolled back: nothing may commit.
+            scratch = bool(env.config.attributes.get(SCRATCH_KEY))
+            hook = autocommit.install(env.get_context(), conn, stream, schema, commit=not scratch)
             try:
-                env.configure(
-                    connection=conn, dont_mutate=read_only, **context_options(stream, schema)
-                )
                 with env.begin_transaction():
                     env.run_migrations()
+            except BaseException as exc:
+                hook.explain(exc)
+                raise
             finally:
+                hook.remove()
                 if stream.is_tenant and not read_only:
                     conn.execution_options(schema_translate_map=None)
-        if read_only and tx is not None:
-            tx.rollback()
+    except BaseException:
+        if own and conn.in_transaction():
+            conn.rollback()
+        raise
+    if own and conn.in_transaction():
+        (conn.rollback if read_only else conn.commit)()
+
+
+def refuse_offline_tabs(stream: Stream, schema: str) -> None:
+    """``--sql``: Alembic's offline output turns every tab into four spaces, so a name with a
+    tab would be written as another name. Such names are refused before any output."""
+    names = [("schema name", schema), ("version table name", stream.version_table)]
+    names += [("owner role", stream.config.owner or "")]
+    names += [("grant role", role) for role, _ in stream.config.grants]
+    for what, name in names:
+        if "\t" in name:
+            raise identifiers.InvalidIdentifier(
+                f"invalid {what} {name!r} for --sql: Alembic's offline output turns tabs "
+                "into spaces"
+            )
 
 
 def run_offline(env: EnvironmentContext, stream: Stream, schema: str, url: str) -> None:
+    from . import autocommit  # late import: autocommit imports this module
+
+    refuse_offline_tabs(stream, schema)
     # paramstyle "named", as in Alembic's own env.py template: a pyformat dialect would write
     # every % (in names and literals) as %%, which psql then runs as written.
     env.configure(
@@ -247,18 +280,32 @@ def run_offline(env: EnvironmentContext, stream: Stream, schema: str, url: str) 
         dialect_opts={"paramstyle": "named"},
         **context_options(stream, schema),
     )
-    project = stream.project
     with env.begin_transaction():
-        env.execute(create_schema_sql(schema, stream.config.owner, stream.config.grants))
-        env.execute("SET LOCAL search_path TO " + identifiers.search_path(schema))
-        env.execute(f"SET LOCAL lock_timeout = '{_setting(project.lock_timeout)}'")
-        env.execute(f"SET LOCAL statement_timeout = '{_setting(project.statement_timeout)}'")
+        create = create_schema_sql(schema, stream.config.owner, stream.config.grants)
+        for statement in [create, *offline_settings(stream.project, schema)]:
+            write_offline(env.get_context(), statement)
+        autocommit.install(env.get_context(), None, stream, schema)
         env.run_migrations()
 
 
-def _setting(value: str) -> str:
-    # Durations were validated by config against ^\d+(\.\d+)?\s*unit?$ : no quotes possible.
-    return value.replace("'", "")
+def write_offline(ctx: MigrationContext, statement: str) -> None:
+    """Write ``statement`` to ``--sql`` output as is. ``execute()`` wraps a string in text(),
+    which reads ":x" in a quoted name as a bind parameter: tenant ":x" came out as "NULL"."""
+    ctx.impl.static_output(statement + ctx.impl.command_terminator)
+
+
+def offline_settings(project: Project, schema: str) -> list[str]:
+    """The SET LOCAL statements that start each schema's transaction in ``--sql`` output."""
+
+    def setting(value: str) -> str:
+        # Durations were validated by config against ^\d+(\.\d+)?\s*unit?$ : no quotes possible.
+        return value.replace("'", "")
+
+    return [
+        "SET LOCAL search_path TO " + identifiers.search_path(schema),
+        f"SET LOCAL lock_timeout = '{setting(project.lock_timeout)}'",
+        f"SET LOCAL statement_timeout = '{setting(project.statement_timeout)}'",
+    ]
 
 
 def _stream_from_env(env: EnvironmentContext) -> tuple[Stream, str]:
@@ -289,6 +336,12 @@ def _stream_from_env(env: EnvironmentContext) -> tuple[Stream, str]:
     )
     if schema is None:
         raise ConfigError(f"stream {stream.name!r} is a tenant stream: pass -x tenant=NAME")
+    if stream.is_tenant and cfg.attributes.get(SCHEMA_KEY) is None:
+        # Plain `alembic -x tenant=NAME`: the tenant names --tenant takes, so not `public`
+        # or a named stream's schema (whose alembic_version this run would write to).
+        from .sources import validate_tenant
+
+        validate_tenant(schema, project)
     identifiers.validate(schema)
     return stream, schema
 

@@ -35,6 +35,7 @@ from alembic.script import Script
 from sqlalchemy.engine import Connection, Engine
 
 from . import database, environment, identifiers, recorder
+from .errors import AlembicSchemasError
 from .results import SchemaResult
 from .streams import SCHEMA_KEY, Stream
 
@@ -129,8 +130,14 @@ def is_replayable(script: Script) -> bool:
     return not any(marker in source for marker in ONLINE_MARKERS)
 
 
-def render_upgrade(stream: Stream, script: Script, dialect: sa.engine.Dialect) -> str:
-    """The SQL of one revision's ``upgrade()``, with no schema names (offline mode)."""
+class _HasTab(Exception):
+    pass
+
+
+def render_upgrade(stream: Stream, script: Script, dialect: sa.engine.Dialect) -> str | None:
+    """The SQL of one revision's ``upgrade()``, with no schema names (offline mode); None
+    when a statement holds a tab, which Alembic's offline output turns into four spaces (a
+    literal 'a\tb' would be replayed as 'a    b'): Alembic then runs that revision."""
     buf = io.StringIO()
     opts: dict[str, Any] = {
         "as_sql": True,
@@ -144,8 +151,22 @@ def render_upgrade(stream: Stream, script: Script, dialect: sa.engine.Dialect) -
         # online (environment.context_options); without it replayed tenants got other names.
         opts["target_metadata"] = stream.metadata
     mc = MigrationContext.configure(dialect=dialect, opts=opts)
-    with _ALEMBIC_LOCK, Operations.context(mc):
-        script.module.upgrade()
+    impl = mc.impl
+    exec_ = impl._exec
+
+    def exec_checked(construct: Any, *args: Any, **kwargs: Any) -> Any:
+        statement = sa.text(construct) if isinstance(construct, str) else construct
+        kw = {} if isinstance(statement, sa.schema.DDLElement) else {"literal_binds": True}
+        if "\t" in str(statement.compile(dialect=dialect, compile_kwargs=kw)):
+            raise _HasTab
+        return exec_(construct, *args, **kwargs)
+
+    impl._exec = exec_checked  # type: ignore[method-assign]
+    try:
+        with _ALEMBIC_LOCK, Operations.context(mc):
+            script.module.upgrade()
+    except _HasTab:
+        return None
     return buf.getvalue()
 
 
@@ -322,15 +343,19 @@ class Executor:
                 self.project.lock_timeout,
                 lambda: self._migrate(conn, tenant, plan.target, revision, wait=wait),
             )
+        except AlembicSchemasError as exc:  # e.g. a refused autocommit_block
+            if conn.in_transaction():
+                conn.rollback()
+            return self._failed(conn, tenant, before, started, str(exc))
         except Exception as exc:  # a revision's own Python error
             if conn.in_transaction():
                 conn.rollback()
             lines = str(exc).strip().splitlines()
             return self._failed(
-                tenant, before, started, f"{type(exc).__name__}: {lines[0] if lines else ''}"
+                conn, tenant, before, started, f"{type(exc).__name__}: {lines[0] if lines else ''}"
             )
         if error is not None:
-            return self._failed(tenant, before, started, error)
+            return self._failed(conn, tenant, before, started, error)
         if result is None:
             return None
         before, after = result
@@ -339,16 +364,25 @@ class Executor:
         )
 
     def _failed(
-        self, tenant: str, before: tuple[str, ...], started: float, error: str
+        self, conn: Connection, tenant: str, before: tuple[str, ...], started: float, error: str
     ) -> SchemaResult:
         seconds = time.perf_counter() - started
-        return SchemaResult(self.stream.name, tenant, True, before, before, seconds, error)
+        # An autocommit_block commits the revisions before it: report where the tenant stopped.
+        reached = before
+        try:
+            reached = read_versions(conn, [tenant], self.stream.version_table)[tenant]
+        except sa.exc.DBAPIError:
+            pass  # the connection is gone; the next run reads the truth
+        finally:
+            if conn.in_transaction() or conn.invalidated:
+                conn.rollback()
+        return SchemaResult(self.stream.name, tenant, True, before, reached, seconds, error)
 
     def _migrate(
         self, conn: Connection, tenant: str, target: tuple[str, ...], revision: str, *, wait: bool
     ) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
         """One transaction: lock, read the version under the lock, apply, record the version."""
-        with conn.begin() as tx:
+        with database.transaction(conn):
             # Lock before naming the tenant in search_path: see environment.prepare.
             database.set_local(
                 conn,
@@ -358,7 +392,6 @@ class Executor:
             if wait:
                 environment.wait_lock(conn, self.stream.name, tenant, self.project.lock_timeout)
             elif not environment.try_lock(conn, self.stream.name, tenant):
-                tx.rollback()
                 return None
             config = self.stream.config
             database.run_sql(

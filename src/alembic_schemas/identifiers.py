@@ -7,9 +7,27 @@ formats a name into SQL text.
 
 from __future__ import annotations
 
+import re
+
+from sqlalchemy.dialects.postgresql import base as _pg
+
 from .errors import ConfigError
 
 MAX_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1; longer names are silently truncated by the server
+
+# SQLAlchemy's quoting, which Alembic uses for the version table, fixed for every PostgreSQL
+# dialect in the process (quoting more is always correct):
+# * keywords PostgreSQL will not take as a bare schema name were left unquoted: Alembic wrote
+#   `CREATE TABLE lateral.alembic_version` for a tenant named "lateral" (a syntax error, after
+#   `tenants create` had committed the tenant);
+# * its ^[A-Z0-9_$]+$ pattern let a final newline through (`$` matches before it), so tenant
+#   "t_a\n" was written bare and PostgreSQL read it as t_a: `stamp` moved t_a's version row.
+_pg.RESERVED_WORDS.update({"collation", "concurrently", "lateral", "system_user", "tablesample"})
+_pg.PGIdentifierPreparer.legal_characters = re.compile(r"^[A-Z0-9_$]+\Z", re.I)
+
+# Role names PostgreSQL's grammar reads as keywords even when quoted: TO "public" grants to
+# every role, and "none" is rejected.
+RESERVED_ROLES = frozenset({"public", "none"})
 
 
 class InvalidIdentifier(ConfigError):
@@ -47,6 +65,21 @@ def validate(name: object, what: str = "schema name") -> str:
             f"invalid {what} {name!r}: search_path reads it as the current role's name"
         )
     return name
+
+
+def validate_role(name: object, what: str = "role name") -> str:
+    """:func:`validate`, and not a name PostgreSQL reads as a keyword where a role goes."""
+    checked = validate(name, what)
+    if checked in RESERVED_ROLES:
+        raise InvalidIdentifier(
+            f"invalid {what} {checked!r}: PostgreSQL reads it as a keyword, not a role, even quoted"
+        )
+    return checked
+
+
+def quote_role(name: str, what: str = "role name") -> str:
+    """Validate ``name`` as a role and return it as a double-quoted SQL identifier."""
+    return quote(validate_role(name, what), what)
 
 
 def quote(name: str, what: str = "schema name") -> str:

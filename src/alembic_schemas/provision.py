@@ -441,7 +441,7 @@ def provision(
     if stream.config.owner:
         rename += (
             f"ALTER SCHEMA {identifiers.quote(tenant)} OWNER TO "
-            f"{identifiers.quote(stream.config.owner, 'role name')};\n"
+            f"{identifiers.quote_role(stream.config.owner)};\n"
         )
     # Grants as replay gives them; default privileges belong to whoever provisions.
     rename += "".join(g + ";\n" for g in environment.grants_sql(tenant, stream.config.grants))

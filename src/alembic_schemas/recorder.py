@@ -6,6 +6,10 @@ attempt failed in a stream's last run; ``status`` shows the last failures.
 ``alembic_schemas.applied`` holds, per (stream, schema), each applied revision and the
 sha256 of its file when it was applied, written in the migration's own transaction;
 ``verify`` (and ``status``) report revisions whose file changed since.
+
+``alembic_schemas.unfinished`` marks a revision whose non-transactional block (an
+``autocommit_block``) has started on a schema and whose version row is not written yet: a
+later run that finds INVALID indexes there knows they are that attempt's leftovers.
 """
 
 from __future__ import annotations
@@ -57,16 +61,23 @@ applied = sa.Table(
     ),
 )
 
+unfinished = sa.Table(
+    "unfinished",
+    metadata,
+    sa.Column("stream", sa.Text, primary_key=True),
+    sa.Column("schema_name", sa.Text, primary_key=True),
+    sa.Column("revision", sa.Text, primary_key=True),
+    sa.Column(
+        "started_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+    ),
+)
+_TABLES = [f"{SCHEMA}.{t.name}" for t in metadata.sorted_tables]
+
 
 def ensure(conn: Connection) -> None:
     """Create the record schema and tables if missing (safe under concurrent runs)."""
     exists = conn.scalar(
-        sa.select(
-            sa.and_(
-                sa.func.to_regclass(f"{SCHEMA}.attempt").is_not(None),
-                sa.func.to_regclass(f"{SCHEMA}.applied").is_not(None),
-            )
-        )
+        sa.select(sa.and_(*(sa.func.to_regclass(t).is_not(None) for t in _TABLES)))
     )
     if not exists:
         with conn.begin_nested() if conn.in_transaction() else conn.begin():
@@ -286,3 +297,50 @@ def edited_revisions(
         if current != recorded:
             found.append(EditedRevision(stream, schema, tenant, rev, path, recorded, current))
     return found
+
+
+# --- revisions whose non-transactional block started ----------------------------------
+
+
+def mark_unfinished(conn: Connection, stream: str, schema: str, revision: str) -> None:
+    """In the transaction committed just before the block runs."""
+    ensure(conn)
+    stmt = pg_insert(unfinished).values(stream=stream, schema_name=schema, revision=revision)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[unfinished.c.stream, unfinished.c.schema_name, unfinished.c.revision],
+            set_={"started_at": sa.func.now()},
+        )
+    )
+
+
+def clear_unfinished(conn: Connection, stream: str, schema: str, revision: str) -> None:
+    """In the transaction that writes the revision's version row."""
+    conn.execute(
+        unfinished.delete().where(
+            unfinished.c.stream == stream,
+            unfinished.c.schema_name == schema,
+            unfinished.c.revision == revision,
+        )
+    )
+
+
+def is_unfinished(conn: Connection, stream: str, schema: str, revision: str) -> bool:
+    if conn.scalar(sa.select(sa.func.to_regclass(f"{SCHEMA}.unfinished"))) is None:
+        return False
+    query = sa.select(
+        sa.exists().where(
+            unfinished.c.stream == stream,
+            unfinished.c.schema_name == schema,
+            unfinished.c.revision == revision,
+        )
+    )
+    return bool(conn.scalar(query))
+
+
+def forget(conn: Connection, stream: str, schema: str) -> None:
+    """A dropped schema's applied revisions and markers (its attempts stay: they are history)."""
+    if conn.scalar(sa.select(sa.func.to_regclass(f"{SCHEMA}.unfinished"))) is None:
+        ensure(conn)
+    for table in (applied, unfinished):
+        conn.execute(table.delete().where(table.c.stream == stream, table.c.schema_name == schema))

@@ -6,6 +6,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
+from . import identifiers
 from .config import OWN_FILE, PYPROJECT, SECTION, Project, load_project
 from .errors import ConfigError
 
@@ -34,8 +35,8 @@ script_location = "migrations"
 
 
 def _toml_str(value: str) -> str:
-    # A JSON string is a valid TOML basic string for everything we write.
-    return json.dumps(value, ensure_ascii=False)
+    # A JSON string is a TOML basic string, except that TOML also refuses a raw DEL.
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def write_starter(directory: Path) -> Path:
@@ -80,6 +81,13 @@ def append_stream(
     """Append a ``[streams.NAME]`` table to the config file; returns the reloaded project."""
     if name in project.streams:
         raise ConfigError(f"stream {name!r} already exists in {project.config_path}")
+    try:  # before the file is touched, naming the name (also one that is not UTF-8)
+        if schema is not None:
+            identifiers.validate(schema, "schema name")
+        if owner is not None:
+            identifiers.validate_role(owner, "owner role")
+    except identifiers.InvalidIdentifier as exc:
+        raise identifiers.InvalidIdentifier(f"stream {name!r}: {exc}") from None
     prefix = f"tool.{SECTION}." if project.config_path.name != OWN_FILE else ""
     lines = ["", f"[{prefix}streams.{_toml_key(name)}]"]
     for key, value in (
@@ -93,9 +101,13 @@ def append_stream(
     if depends_on:
         lines.append("depends_on = [" + ", ".join(_toml_str(d) for d in depends_on) + "]")
     original = project.config_path.read_text(encoding="utf-8")
-    project.config_path.write_text(
-        original.rstrip("\n") + "\n" + "\n".join(lines) + "\n", encoding="utf-8"
-    )
+    try:
+        # Encode first: write_text truncated the file, then failed on undecodable
+        # command-line bytes (lone surrogates), leaving an empty pyproject.toml.
+        updated = (original.rstrip("\n") + "\n" + "\n".join(lines) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"stream {name!r}: names and values must be valid UTF-8") from None
+    project.config_path.write_bytes(updated)
     try:
         return load_project(project.config_path)
     except ConfigError:

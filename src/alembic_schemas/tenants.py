@@ -10,10 +10,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import api, database, environment, identifiers, provision, recorder
-from .errors import AlembicSchemasError, ConfigError
+from .errors import AlembicSchemasError, ConfigError, MigrationFailed
 from .executor import read_versions
 from .results import SchemaResult
 from .sources import NOT_TENANTS, TOOL_PREFIX, names, validate_tenant
@@ -100,18 +101,33 @@ def create(
             _refuse_existing(conn, name)
             conn.rollback()
         if replay:
-            report = api.upgrade(streams=[st.name], tenants=[name], jobs=1, config=project)
+            try:
+                report = api.upgrade(streams=[st.name], tenants=[name], jobs=1, config=project)
+            except MigrationFailed as exc:
+                # An autocommit_block in the history commits the revisions before it: a
+                # failed create must not leave a half-provisioned tenant behind.
+                with s.connect() as conn, conn.begin():
+                    database.set_local(conn, lock_timeout=project.lock_timeout)
+                    environment.lock(conn, st.name, name)
+                    if provision.schema_exists(conn, name):
+                        database.run_sql(conn, f"DROP SCHEMA {identifiers.quote(name)} CASCADE")
+                        recorder.forget(conn, st.name, name)
+                        exc.args = (f"{exc} (the partly created schema was dropped)",)
+                raise
             return report[0]
-        sql = provision.get_snapshot(st, s.engine)
-        with s.connect() as conn:
-            with conn.begin():
-                timeouts = {
-                    "lock_timeout": project.lock_timeout,
-                    "statement_timeout": project.statement_timeout,
-                }
-                provision.provision(st, conn, name, sql, timeouts=timeouts)
-            after = api.current_heads(conn, st, name)
-            conn.rollback()
+        try:
+            sql = provision.get_snapshot(st, s.engine)
+            with s.connect() as conn:
+                with conn.begin():
+                    timeouts = {
+                        "lock_timeout": project.lock_timeout,
+                        "statement_timeout": project.statement_timeout,
+                    }
+                    provision.provision(st, conn, name, sql, timeouts=timeouts)
+                after = api.current_heads(conn, st, name)
+                conn.rollback()
+        except sa.exc.DBAPIError as exc:  # e.g. a read-only database: say which tenant
+            raise MigrationFailed(f"{st.name}/{name}: {database.describe(exc)}") from None
     return SchemaResult(st.name, name, True, (), after, time.perf_counter() - started)
 
 
@@ -155,3 +171,4 @@ def drop(
                 if not provision.schema_exists(conn, name):
                     raise AlembicSchemasError(f"schema {name!r} does not exist")
                 database.run_sql(conn, f"DROP SCHEMA {identifiers.quote(name)} CASCADE")
+                recorder.forget(conn, st.name, name)

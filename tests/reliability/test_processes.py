@@ -13,22 +13,16 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 import alembic_schemas
-from alembic_schemas import identifiers
 
 from conftest import ProjectDir
+from processes import Fleet, kill, tenant_names, wait_for
 
 TENANTS = 200
 
@@ -82,148 +76,6 @@ def downgrade() -> None:
 '''
 
 TABLES_AT = {"r1": {"item", "alembic_version"}, "r2": {"item", "audit", "alembic_version"}}
-
-
-def _names(n: int) -> list[str]:
-    return [f"t_{i:03d}" for i in range(n)]
-
-
-def _with_app_name(url: str, app: str) -> str:
-    """The URL with ``application_name`` set, so this process's backends can be found."""
-    u = make_url(url)
-    return u.update_query_dict({"application_name": app}).render_as_string(hide_password=False)
-
-
-@dataclass
-class Fleet:
-    """A project on the test's database, and the CLI run as real processes."""
-
-    project: ProjectDir
-    db: sa.Engine
-
-    @property
-    def root(self) -> Path:
-        return self.project.root
-
-    def write_revision(self, stream: str, filename: str, text: str) -> None:
-        path = self.root / "migrations" / stream / "versions" / filename
-        path.write_text(text.lstrip(), encoding="utf-8")
-
-    def make_tenants(self, names: Iterable[str], *, at: str | None = None) -> None:
-        """Create tenant schemas in one batch: bare, or as if at ``at`` (``r1`` only)."""
-        sql: list[str] = []
-        for name in names:
-            sql.append(f"CREATE SCHEMA {identifiers.quote(name)}")
-            if at is None:
-                continue
-            assert at == "r1"
-            table = identifiers.qualified
-            sql.append(f"CREATE TABLE {table(name, 'item')} (id serial PRIMARY KEY)")
-            sql.append(
-                f"CREATE TABLE {table(name, 'alembic_version')} (version_num varchar(32) NOT NULL,"
-                " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
-            )
-            sql.append(f"INSERT INTO {table(name, 'alembic_version')} VALUES ('{at}')")
-        with self.db.connect() as conn:
-            conn.exec_driver_sql(";\n".join(sql))
-
-    def version_rows(self, schema_like: str = "t\\_%") -> dict[str, list[str]]:
-        """Every version row of each matching schema (a schema without one maps to [])."""
-        out: dict[str, list[str]] = {}
-        with self.db.connect() as conn:
-            schemas = conn.scalars(
-                sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :p"),
-                {"p": schema_like},
-            ).all()
-            for s in schemas:
-                vt = identifiers.qualified(s, "alembic_version")
-                if conn.scalar(sa.text("SELECT to_regclass(:vt)"), {"vt": vt}) is None:
-                    out[s] = []
-                else:
-                    out[s] = list(conn.exec_driver_sql(f"SELECT version_num FROM {vt}").scalars())
-        return out
-
-    def tables(self) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = {}
-        with self.db.connect() as conn:
-            for schema, table in conn.execute(
-                sa.text("SELECT schemaname, tablename FROM pg_tables WHERE schemaname LIKE 't\\_%'")
-            ):
-                out.setdefault(schema, set()).add(table)
-        return out
-
-    def env(self, app: str) -> dict[str, str]:
-        return {**os.environ, "ALEMBIC_SCHEMAS_URL": _with_app_name(self.project.url, app)}
-
-    def cli(
-        self, *args: str, app: str = "as_cli", timeout: float = 60
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "alembic_schemas", *args],
-            cwd=self.root,
-            env=self.env(app),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def spawn(self, *args: str, app: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "alembic_schemas", *args],
-            cwd=self.root,
-            env=self.env(app),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def scalar(self, sql: str, **params: object) -> object:
-        with self.db.connect() as conn:
-            return conn.scalar(sa.text(sql), params)
-
-    def no_backends(self, app: str) -> bool:
-        """No server backend is left for the client named ``app``."""
-        n = self.scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = :app", app=app
-        )
-        return n == 0
-
-    def migrating(self, app: str) -> bool:
-        return self.sleeping_backend(app) is not None
-
-    def sleeping_backend(self, app: str) -> int | None:
-        """The pid of a backend of ``app`` inside a revision's ``pg_sleep`` (a tenant
-        transaction under way), if any."""
-        pid = self.scalar(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = :app"
-            " AND state = 'active' AND query LIKE '%pg_sleep%' LIMIT 1",
-            app=app,
-        )
-        return pid if isinstance(pid, int) else None
-
-    def advisory_locks(self) -> int:
-        n = self.scalar(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        )
-        assert isinstance(n, int)
-        return n
-
-
-def _wait_for(what: str, check: Callable[[], bool], timeout: float = 20.0) -> float:
-    """Poll ``check`` until true; returns the seconds it took. Fails after ``timeout``."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-    return time.monotonic() - started
-
-
-def _kill(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.communicate(timeout=10)
 
 
 @pytest.fixture
@@ -322,7 +174,7 @@ def test_ten_concurrent_upgrades_apply_every_revision_exactly_once_per_schema(
     fleet.write_revision("ledger", "l1_applied.py", LEDGER_L1)
     fleet.write_revision("billing", "b1_invoice.py", BILLING_B1)
     fleet.write_revision("tenant", "t1_item.py", TENANT_T1)
-    names = _names(TENANTS)
+    names = tenant_names(TENANTS)
     fleet.make_tenants(names)
 
     started = time.monotonic()
@@ -331,7 +183,7 @@ def test_ten_concurrent_upgrades_apply_every_revision_exactly_once_per_schema(
         outputs = [p.communicate(timeout=50) for p in procs]
     finally:
         for p in procs:
-            _kill(p)
+            kill(p)
     wall = time.monotonic() - started
 
     for p, (_, err) in zip(procs, outputs, strict=True):
@@ -384,30 +236,30 @@ def test_a_run_killed_with_sigkill_leaves_every_tenant_whole_and_no_lock(fleet: 
     alembic_schemas.init(fleet.root)
     fleet.write_revision("tenant", "r1_item.py", R1)
     fleet.write_revision("tenant", "r2_audit.py", R2_SLOW.format(sleep=0.04))
-    names = _names(TENANTS)
+    names = tenant_names(TENANTS)
     fleet.make_tenants(names, at="r1")
     rng = random.Random(5)
 
     figures: list[str] = []
-    for kill in range(3):
-        app = f"as_kill_{kill}"
+    for round_ in range(3):
+        app = f"as_kill_{round_}"
         proc = fleet.spawn("upgrade", "--jobs", "2", app=app)
         try:
             # Kill only once tenant transactions are under way (a backend is in pg_sleep).
-            _wait_for("the run to start migrating", partial(fleet.migrating, app))
+            wait_for("the run to start migrating", partial(fleet.migrating, app))
             delay = rng.uniform(0.05, 0.6)
             time.sleep(delay)
             assert proc.poll() is None, "the run finished before it could be killed"
             os.kill(proc.pid, signal.SIGKILL)
             proc.communicate(timeout=10)
         finally:
-            _kill(proc)
+            kill(proc)
         assert proc.returncode == -signal.SIGKILL
-        gone = _wait_for("the killed run's backends to end", partial(fleet.no_backends, app))
+        gone = wait_for("the killed run's backends to end", partial(fleet.no_backends, app))
         assert fleet.advisory_locks() == 0, "no advisory lock outlives the killed run"
         counts = _assert_each_tenant_at_old_or_new(fleet, names)
         figures.append(
-            f"kill {kill + 1} at +{delay:.2f}s: {counts['r2']} at r2, {counts['r1']} at r1, "
+            f"kill {round_ + 1} at +{delay:.2f}s: {counts['r2']} at r2, {counts['r1']} at r1, "
             f"backends gone after {gone:.2f}s, 0 advisory locks"
         )
     assert _assert_each_tenant_at_old_or_new(fleet, names)["r1"] > 0, "the kills were mid-run"
@@ -431,7 +283,7 @@ def test_a_terminated_worker_connection_fails_only_its_tenant_and_retry_failed_c
     alembic_schemas.init(fleet.root)
     fleet.write_revision("tenant", "r1_item.py", R1)
     fleet.write_revision("tenant", "r2_audit.py", R2_SLOW.format(sleep=0.1))
-    names = _names(30)
+    names = tenant_names(30)
     fleet.make_tenants(names, at="r1")
     app = "as_terminate"
 
@@ -447,11 +299,11 @@ def test_a_terminated_worker_connection_fails_only_its_tenant_and_retry_failed_c
                 victim.append(pid)
             return pid is not None
 
-        _wait_for("a worker in a tenant transaction", find_victim)
+        wait_for("a worker in a tenant transaction", find_victim)
         assert fleet.scalar("SELECT pg_terminate_backend(:pid)", pid=victim[0]) is True
         out, err = proc.communicate(timeout=50)
     finally:
-        _kill(proc)
+        kill(proc)
 
     assert proc.returncode == 1, err
     summary = json.loads(out)
