@@ -160,6 +160,9 @@ BAD_SCHEMA_NAMES = {
     "é" * 32: "64 bytes, PostgreSQL allows at most 63",
     "": "empty",
     "nul\\u0000byte": "contains a NUL character",
+    "information_schema": "reserved for PostgreSQL or alembic-schemas",
+    "alembic_schemas": "reserved for PostgreSQL or alembic-schemas",
+    "alembic_schemas_x": "reserved for PostgreSQL or alembic-schemas",
 }
 
 

@@ -234,6 +234,10 @@ def _build(config_path: Path, data: dict[str, Any]) -> Project:
         try:
             if schema is not None:
                 identifiers.validate(schema, "schema name")
+                if identifiers.is_reserved_schema(schema):
+                    raise identifiers.InvalidIdentifier(
+                        f"invalid schema name {schema!r}: reserved for PostgreSQL or alembic-schemas"
+                    )
             if owner is not None:
                 identifiers.validate_role(owner, "owner role")
             grants = _grants(swhere, raw.get("grants", []))

@@ -157,7 +157,9 @@ def render_upgrade(stream: Stream, script: Script, dialect: sa.engine.Dialect) -
     def exec_checked(construct: Any, *args: Any, **kwargs: Any) -> Any:
         statement = sa.text(construct) if isinstance(construct, str) else construct
         kw = {} if isinstance(statement, sa.schema.DDLElement) else {"literal_binds": True}
-        if "\t" in str(statement.compile(dialect=dialect, compile_kwargs=kw)):
+        # SQLAlchemy indents DDL with a tab after each newline: only other tabs count.
+        text = str(statement.compile(dialect=dialect, compile_kwargs=kw)).replace("\n\t", "\n")
+        if "\t" in text:
             raise _HasTab
         return exec_(construct, *args, **kwargs)
 

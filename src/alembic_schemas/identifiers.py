@@ -29,6 +29,14 @@ _pg.PGIdentifierPreparer.legal_characters = re.compile(r"^[A-Z0-9_$]+\Z", re.I)
 # every role, and "none" is rejected.
 RESERVED_ROLES = frozenset({"public", "none"})
 
+# The run record's schema; "alembic_schemas_*" are the tool's scratch and staging schemas.
+TOOL_SCHEMA = "alembic_schemas"
+
+
+def is_reserved_schema(name: str) -> bool:
+    """PostgreSQL's information_schema and the tool's own schemas: never a stream's target."""
+    return name in ("information_schema", TOOL_SCHEMA) or name.startswith(TOOL_SCHEMA + "_")
+
 
 class InvalidIdentifier(ConfigError):
     """A schema or tenant name that PostgreSQL would reject, truncate or reserve."""

@@ -28,10 +28,10 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 
-from . import database
+from . import database, identifiers
 from .results import EditedRevision, SchemaResult
 
-SCHEMA = "alembic_schemas"
+SCHEMA = identifiers.TOOL_SCHEMA
 _LOCK_KEY = 0x616C656D  # serialises creating the record table across concurrent runs
 
 metadata = sa.MetaData(schema=SCHEMA)

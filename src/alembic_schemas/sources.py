@@ -61,8 +61,8 @@ def _raw_names(stream: Stream, conn: Connection) -> Iterable[object]:
 
 # Schemas that are never tenants, whatever a source returns: system and shared schemas,
 # the run record's, and the tool's own scratch/staging schemas.
-NOT_TENANTS = {"public", "information_schema", "alembic_schemas"}
-TOOL_PREFIX = "alembic_schemas_"
+NOT_TENANTS = {"public", "information_schema", identifiers.TOOL_SCHEMA}
+TOOL_PREFIX = identifiers.TOOL_SCHEMA + "_"
 
 
 def validate_tenant(name: object, project: Project | None = None) -> str:

@@ -221,6 +221,16 @@ def identifier_problem(name: object) -> str | None:
     return None
 
 
+def schema_problem(name: object) -> str | None:
+    """A named stream's schema: not information_schema nor one of the tool's own."""
+    problem = identifier_problem(name)
+    if problem is None and (
+        name in ("information_schema", "alembic_schemas") or str(name).startswith(TOOL_PREFIX)
+    ):
+        return "reserved"
+    return problem
+
+
 def tenant_problem(name: object) -> str | None:
     problem = identifier_problem(name)
     if problem is None:
@@ -555,7 +565,7 @@ def test_config_names_are_refused_naming_them_or_kept_exactly_and_quoted(
         }
         path.write_text(config_text(**options[key]), encoding="utf-8")
         problem = {
-            "schema": identifier_problem,
+            "schema": schema_problem,
             "owner": role_problem,
             "grants": role_problem,
             "grants table": role_problem,
@@ -640,7 +650,7 @@ def test_config_names_reach_upgrade_sql_quoted_or_are_refused_before_any_output(
     def prop(schema: str, owner: str, grantee: str, vt: str) -> None:
         outcome = sql_for(schema=schema, owner=owner, grants=[grantee], version_table=vt)
         checks = [
-            (schema, identifier_problem(schema)),
+            (schema, schema_problem(schema)),
             (owner, role_problem(owner)),
             (grantee, role_problem(grantee)),
             (vt, version_table_problem(vt)),
@@ -827,7 +837,7 @@ def test_add_stream_names_are_refused_leaving_the_config_alone_or_written_exactl
         if option == "--owner":
             argv.append(f"--owner={name}")
         outcome = run_cli(argv)
-        problem = identifier_problem(name) if option == "--schema" else role_problem(name)
+        problem = schema_problem(name) if option == "--schema" else role_problem(name)
         if problem is None and option == "--schema" and name == NAMED:
             problem = ""  # two streams may not share a schema
         try:
