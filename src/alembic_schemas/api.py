@@ -208,8 +208,9 @@ def _apply(s: Session, stream: Stream, schema: str, run: Callable[[Config], Any]
             found, error = None, str(exc)
         seconds = time.perf_counter() - started
         if error is not None or found is None:
-            # An autocommit_block commits the revisions before it: report where it stopped.
-            reached = _reached(conn, stream, schema, before)
+            reached = database.read_after_failure(
+                conn, lambda: current_heads(conn, stream, schema), before
+            )
             return SchemaResult(
                 stream.name, schema, stream.is_tenant, before, reached, seconds, error
             )
@@ -218,20 +219,6 @@ def _apply(s: Session, stream: Stream, schema: str, run: Callable[[Config], Any]
     return SchemaResult(
         stream.name, schema, stream.is_tenant, found, after, time.perf_counter() - started
     )
-
-
-def _reached(
-    conn: Connection, stream: Stream, schema: str, fallback: tuple[str, ...]
-) -> tuple[str, ...]:
-    """The schema's revision after a failed attempt (``fallback`` if it cannot be read)."""
-    try:
-        heads = current_heads(conn, stream, schema)
-        conn.rollback()
-    except sa.exc.DBAPIError:
-        if conn.in_transaction() or conn.invalidated:
-            conn.rollback()
-        return fallback
-    return heads
 
 
 def _raise_failures(results: Sequence[SchemaResult], note: str = "") -> None:

@@ -41,8 +41,7 @@ _READS = ("select", "show")
 class Hook:
     """What :func:`install` put on a run: call :meth:`remove` when the run ends."""
 
-    def __init__(self, conn: Connection | None = None) -> None:
-        self.conn = conn
+    def __init__(self) -> None:
         self.writes = 0  # statements of the running revision that may have written
         self.unlock: Callable[[], None] | None = None  # set once a block has committed
         self.unstamped: str | None = None  # revision whose block ran, version row not yet
@@ -79,7 +78,7 @@ def install(
     """Give ``ctx`` an ``autocommit_block`` that works inside the schema's transaction
     (``conn`` is None for ``--sql``; ``commit=False`` for a scratch schema that must never be
     committed)."""
-    hook = Hook(conn)
+    hook = Hook()
     if conn is None:
         ctx.autocommit_block = _offline_block(ctx, stream, schema)  # type: ignore[method-assign]
         return hook
@@ -148,8 +147,8 @@ def _session_lock(conn: Connection, stream: Stream, schema: str) -> Callable[[],
 
 def _commit(ctx: MigrationContext, conn: Connection, stream: Stream, schema: str) -> None:
     """Commit the revisions run so far with their version rows and, in the same transaction,
-    their checksums (the caller records them only at the end of the run)."""
-    recorder.ensure(conn)
+    their checksums (the caller records them only at the end of the run). The record's tables
+    exist: mark_unfinished made sure before the first commit."""
     recorder.sync_applied(conn, stream.script, stream.name, schema, ctx.get_current_heads())
     conn.commit()
 

@@ -76,6 +76,21 @@ def describe(exc: BaseException) -> str:
     return "; ".join([first.strip(), *notes])
 
 
+def read_after_failure(conn: Connection, read: Callable[[], T], fallback: T) -> T:
+    """``read()`` on a connection whose transaction just failed, rolled back before and after;
+    ``fallback`` when the connection is gone. After a failed run an ``autocommit_block`` may
+    have committed earlier revisions, so where a schema stopped must be read, not assumed."""
+    try:
+        if conn.in_transaction() or conn.invalidated:
+            conn.rollback()
+        return read()
+    except sa.exc.DBAPIError:
+        return fallback
+    finally:
+        if conn.in_transaction() or conn.invalidated:
+            conn.rollback()
+
+
 @contextlib.contextmanager
 def transaction(conn: Connection) -> Iterator[None]:
     """``conn.begin()`` that commits whichever transaction is open at the end: an

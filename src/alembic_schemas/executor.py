@@ -346,12 +346,8 @@ class Executor:
                 lambda: self._migrate(conn, tenant, plan.target, revision, wait=wait),
             )
         except AlembicSchemasError as exc:  # e.g. a refused autocommit_block
-            if conn.in_transaction():
-                conn.rollback()
             return self._failed(conn, tenant, before, started, str(exc))
         except Exception as exc:  # a revision's own Python error
-            if conn.in_transaction():
-                conn.rollback()
             lines = str(exc).strip().splitlines()
             return self._failed(
                 conn, tenant, before, started, f"{type(exc).__name__}: {lines[0] if lines else ''}"
@@ -369,15 +365,9 @@ class Executor:
         self, conn: Connection, tenant: str, before: tuple[str, ...], started: float, error: str
     ) -> SchemaResult:
         seconds = time.perf_counter() - started
-        # An autocommit_block commits the revisions before it: report where the tenant stopped.
-        reached = before
-        try:
-            reached = read_versions(conn, [tenant], self.stream.version_table)[tenant]
-        except sa.exc.DBAPIError:
-            pass  # the connection is gone; the next run reads the truth
-        finally:
-            if conn.in_transaction() or conn.invalidated:
-                conn.rollback()
+        reached = database.read_after_failure(
+            conn, lambda: read_versions(conn, [tenant], self.stream.version_table)[tenant], before
+        )
         return SchemaResult(self.stream.name, tenant, True, before, reached, seconds, error)
 
     def _migrate(

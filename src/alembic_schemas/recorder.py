@@ -340,7 +340,6 @@ def is_unfinished(conn: Connection, stream: str, schema: str, revision: str) -> 
 
 def forget(conn: Connection, stream: str, schema: str) -> None:
     """A dropped schema's applied revisions and markers (its attempts stay: they are history)."""
-    if conn.scalar(sa.select(sa.func.to_regclass(f"{SCHEMA}.unfinished"))) is None:
-        ensure(conn)
+    ensure(conn)
     for table in (applied, unfinished):
         conn.execute(table.delete().where(table.c.stream == stream, table.c.schema_name == schema))

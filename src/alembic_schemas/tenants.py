@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import api, database, environment, identifiers, provision, recorder
+from .config import Project
 from .errors import AlembicSchemasError, ConfigError, MigrationFailed
 from .executor import read_versions
 from .results import SchemaResult
@@ -107,11 +108,7 @@ def create(
                 # An autocommit_block in the history commits the revisions before it: a
                 # failed create must not leave a half-provisioned tenant behind.
                 with s.connect() as conn, conn.begin():
-                    database.set_local(conn, lock_timeout=project.lock_timeout)
-                    environment.lock(conn, st.name, name)
-                    if provision.schema_exists(conn, name):
-                        database.run_sql(conn, f"DROP SCHEMA {identifiers.quote(name)} CASCADE")
-                        recorder.forget(conn, st.name, name)
+                    if _drop_schema(conn, project, st, name):
                         exc.args = (f"{exc} (the partly created schema was dropped)",)
                 raise
             return report[0]
@@ -166,9 +163,16 @@ def drop(
                     f"{name!r} is not a tenant of stream {st.name!r} (use --force to drop it anyway)"
                 )
             with conn.begin():
-                database.set_local(conn, lock_timeout=s.project.lock_timeout)
-                environment.lock(conn, st.name, name)
-                if not provision.schema_exists(conn, name):
+                if not _drop_schema(conn, s.project, st, name):
                     raise AlembicSchemasError(f"schema {name!r} does not exist")
-                database.run_sql(conn, f"DROP SCHEMA {identifiers.quote(name)} CASCADE")
-                recorder.forget(conn, st.name, name)
+
+
+def _drop_schema(conn: Connection, project: Project, st: Stream, name: str) -> bool:
+    """Drop the tenant's schema and its records under the tenant's lock; False if absent."""
+    database.set_local(conn, lock_timeout=project.lock_timeout)
+    environment.lock(conn, st.name, name)
+    if not provision.schema_exists(conn, name):
+        return False
+    database.run_sql(conn, f"DROP SCHEMA {identifiers.quote(name)} CASCADE")
+    recorder.forget(conn, st.name, name)
+    return True
