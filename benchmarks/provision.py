@@ -57,7 +57,7 @@ from _common import log  # noqa: E402
 import alembic_schemas  # noqa: E402
 from alembic_schemas import provision, tenants  # noqa: E402
 from alembic_schemas.config import URL_ENV  # noqa: E402
-from alembic_schemas.executor import read_versions  # noqa: E402
+from alembic_schemas.versions import read_versions  # noqa: E402
 
 STREAM = "tenant"
 TABLES = ("account", "project", "task", "comment")

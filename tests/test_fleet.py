@@ -33,9 +33,9 @@ import pytest
 import sqlalchemy as sa
 
 import alembic_schemas
-from alembic_schemas import api, database, environment, identifiers
+from alembic_schemas import command, database, identifiers, locks
 from alembic_schemas.errors import ConfigError, MigrationFailed
-from alembic_schemas.executor import Executor
+from alembic_schemas.executor import Action, Executor
 from alembic_schemas.streams import streams_of
 
 from conftest import ProjectDir
@@ -267,7 +267,7 @@ def fleet(project_dir: ProjectDir, db: sa.Engine) -> Fleet:
     return f
 
 
-def _failed_report(exc: pytest.ExceptionInfo[MigrationFailed]) -> api.UpgradeReport:
+def _failed_report(exc: pytest.ExceptionInfo[MigrationFailed]) -> command.UpgradeReport:
     report = getattr(exc.value, "report", None)
     assert report is not None, "MigrationFailed carries the report"
     return report  # type: ignore[no-any-return]
@@ -293,7 +293,7 @@ def test_plan_reads_all_versions_in_a_few_statements_whatever_the_tenant_count(
         statements.append(statement)
 
     try:
-        plan = Executor(stream, engine, jobs=1).plan(names, "head")
+        plan = Executor(stream, engine, Action("upgrade", "head")).plan(names)
     finally:
         engine.dispose()
     assert plan.target == ("r3",)
@@ -444,7 +444,7 @@ def test_run_record_status_and_retry_failed_until_the_failures_succeed(fleet: Fl
     fleet.cure("t_017")
     report = alembic_schemas.upgrade(retry_failed=True, config=fleet.root)
     assert [(r.schema, r.status) for r in report] == [("t_017", "applied")]
-    assert api.last_failures(config=fleet.root) == []
+    assert command.last_failures(config=fleet.root) == []
     status = fleet.cli("status", "--no-drift")
     assert status.returncode == 0, status.stderr
     assert "last failures" not in status.stdout
@@ -497,7 +497,7 @@ def test_a_tenant_held_by_another_run_is_deferred_then_waited_for_past_lock_time
     fleet.configure(lock_timeout="200ms", lock_retries=2)
     holder = fleet.db.connect().execution_options(isolation_level="READ COMMITTED")
     holder_tx = holder.begin()
-    environment.lock(holder, STREAM, "t_000")  # as another run migrating t_000 would
+    locks.lock(holder, STREAM, "t_000")  # as another run migrating t_000 would
 
     def release_when_others_done() -> None:
         others_done.wait(60)
@@ -745,7 +745,7 @@ def test_a_tab_in_a_revision_reaches_every_tenant_unchanged(fleet: Fleet) -> Non
     (fleet.root / "migrations" / STREAM / "versions" / "r4_tab.py").write_text(R4_TAB.lstrip())
     names = _names(3)
     fleet.make_tenants(names, at="r3")
-    api.upgrade(streams=[STREAM], config=fleet.root)
+    command.upgrade(streams=[STREAM], config=fleet.root)
     with fleet.db.connect() as conn:
         for t in names:
             rows = conn.exec_driver_sql(

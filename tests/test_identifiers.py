@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Connection, make_url
 
-from alembic_schemas import database, environment, executor, identifiers
+from alembic_schemas import database, identifiers, versions
 from alembic_schemas.config import Project, StreamConfig
+from alembic_schemas.runtime import schema as schema_tx
 from alembic_schemas.streams import Stream
 
 EXAMPLES = int(os.environ.get("ALEMBIC_SCHEMAS_HYPOTHESIS_EXAMPLES") or 200)
@@ -125,16 +126,16 @@ def test_a_name_is_refused_or_stays_exactly_one_name(conn: Connection, name: str
         try:
             existing = _schemas(conn)
             # The statements a tenant's migration starts with: timeouts, search_path, lock, schema.
-            environment.prepare(conn, _stream().project, _stream(), name)
+            schema_tx.begin(conn, _stream(), name)
             assert _schemas(conn) - existing == ({name} if name not in existing else set())
             assert conn.scalar(sa.select(sa.func.current_schemas(False))) == [name]
 
             # Qualified names: a version table, then the executor's bulk read of versions.
             database.run_sql(conn, f"CREATE TABLE {table} (version_num varchar(32) PRIMARY KEY)")
             conn.execute(
-                executor.version_table("alembic_version").insert().values(version_num="v1")
+                versions.version_table("alembic_version").insert().values(version_num="v1")
             )
-            assert executor.read_versions(conn, [name], "alembic_version") == {name: ("v1",)}
+            assert versions.read_versions(conn, [name], "alembic_version") == {name: ("v1",)}
             assert (
                 conn.scalar(
                     sa.text(

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from alembic_schemas import database, environment, load
+from alembic_schemas import database, load
+from alembic_schemas.runtime import schema as schema_tx
 from alembic_schemas.streams import Stream
 
 
@@ -25,12 +26,12 @@ def test_second_run_waits_for_the_lock_then_finds_the_schema_created_by_the_firs
     try:
         with engine.connect() as first:
             first.begin()
-            environment.prepare(first, project, stream, "fresh")  # holds the lock, creates
+            schema_tx.begin(first, stream, "fresh")  # holds the lock, creates
 
             def second() -> None:
                 try:
                     with engine.connect() as conn, conn.begin():
-                        environment.prepare(conn, project, stream, "fresh")
+                        schema_tx.begin(conn, stream, "fresh")
                         assert conn.scalar(sa.text("SELECT current_schema()")) == "fresh"
                 except BaseException as exc:  # reported to the test thread
                     errors.append(exc)

@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 import alembic_schemas
-from alembic_schemas import executor, identifiers
+from alembic_schemas import identifiers
+from alembic_schemas.executor import replay
 from alembic_schemas.streams import Stream
 
 from conftest import ProjectDir
@@ -267,8 +268,8 @@ def test_tenant_revisions_create_and_drop_enum_types_and_sequences_without_schem
     project = alembic_schemas.load(pd.root)
     stream = Stream(project, project.stream("tenant"))
     script = stream.script.get_revision(revision_id(init))
-    assert script is not None and executor.is_replayable(script)
-    replayed = executor.render_upgrade(stream, script, postgresql.dialect())  # type: ignore[no-untyped-call]
+    assert script is not None and replay.is_replayable(script)
+    replayed = replay.render_upgrade(stream, script, postgresql.dialect())  # type: ignore[no-untyped-call]
     assert 'CREATE SEQUENCE "invoice_number" START WITH 1000;' in replayed
     assert "CREATE TYPE account_role AS ENUM ('owner', 'member');" in replayed
     assert "nextval('invoice_number')" in replayed

@@ -22,8 +22,9 @@ import sqlalchemy as sa
 from alembic import command
 
 import alembic_schemas
-from alembic_schemas import database, executor, identifiers
+from alembic_schemas import database, identifiers
 from alembic_schemas.errors import ConfigError
+from alembic_schemas.executor import replay
 from alembic_schemas.streams import Stream
 
 from conftest import ProjectDir
@@ -522,8 +523,8 @@ def test_tenant_history_applies_to_each_tenant_and_nowhere_else(
     # v2 and r3 are replayed as SQL; r4 reads the database, so Alembic runs it online.
     stream = Stream(alembic_schemas.load(pd.root), alembic_schemas.load(pd.root).stream("tenant"))
     script = {name: stream.script.get_revision(r) for name, r in _revision_ids(files).items()}
-    assert executor.is_replayable(script["v2"]) and executor.is_replayable(script["r3"])
-    assert not executor.is_replayable(script["r4"])
+    assert replay.is_replayable(script["v2"]) and replay.is_replayable(script["r3"])
+    assert not replay.is_replayable(script["r4"])
 
     # One tenant first: the other is untouched.
     v1_id, head = script["v1"].revision, "r4_online"
@@ -937,7 +938,7 @@ def test_replayed_tenant_matches_a_tenant_migrated_by_plain_alembic(
     _module, files = build_history(pd, db, online=False)
     project = alembic_schemas.load(pd.root)
     stream = Stream(project, project.stream("tenant"))
-    replayer = executor.Replayer(stream, sa.create_mock_engine("postgresql://", None).dialect)
+    replayer = replay.Replayer(stream, sa.create_mock_engine("postgresql://", None).dialect)
     way = replayer.path((), ("r3_data",))
     assert way is not None
     steps, complete = way

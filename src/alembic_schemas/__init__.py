@@ -1,10 +1,16 @@
-"""alembic-schemas: PostgreSQL schema-level migrations on Alembic."""
+"""alembic-schemas: PostgreSQL schema-level migrations on Alembic.
 
-from .api import (
+The public API: one function per verb (see :mod:`alembic_schemas.command`), the tenant
+lifecycle in :mod:`alembic_schemas.tenants`, the result types and the errors.
+"""
+
+from . import tenants
+from .command import (
     CheckResult,
     InitResult,
     SchemaResult,
     SchemaState,
+    UpgradeReport,
     add_stream,
     alembic_config,
     check,
@@ -13,6 +19,7 @@ from .api import (
     heads,
     history,
     init,
+    last_failures,
     load,
     merge,
     revision,
@@ -20,17 +27,33 @@ from .api import (
     stamp,
     status,
     upgrade,
+    verify,
 )
 from .config import Project, load_project
-from .errors import AlembicSchemasError
+from .errors import (
+    AlembicSchemasError,
+    CheckFailed,
+    ConfigError,
+    DatabaseError,
+    MigrationFailed,
+    RevisionError,
+)
+from .results import EditedRevision
 
 __all__ = [
     "AlembicSchemasError",
+    "CheckFailed",
     "CheckResult",
+    "ConfigError",
+    "DatabaseError",
+    "EditedRevision",
     "InitResult",
+    "MigrationFailed",
     "Project",
+    "RevisionError",
     "SchemaResult",
     "SchemaState",
+    "UpgradeReport",
     "add_stream",
     "alembic_config",
     "check",
@@ -39,6 +62,7 @@ __all__ = [
     "heads",
     "history",
     "init",
+    "last_failures",
     "load",
     "load_project",
     "merge",
@@ -46,5 +70,7 @@ __all__ = [
     "show",
     "stamp",
     "status",
+    "tenants",
     "upgrade",
+    "verify",
 ]

@@ -1,4 +1,4 @@
-"""The ``alembic-schemas`` command line: a thin click layer over :mod:`alembic_schemas.api`."""
+"""The ``alembic-schemas`` command line: a thin click layer over :mod:`alembic_schemas.command`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import click
 import sqlalchemy as sa
 from alembic.script import Script
 
-from . import api, database, embedded, tenants
+from . import command, database, embedded, tenants
 from .errors import AlembicSchemasError, CheckFailed, ConfigError, MigrationFailed
 from .progress import PER_LINE_LIMIT, RunProgress
 from .results import SchemaResult, UpgradeReport
@@ -110,7 +110,7 @@ def _script_dict(sc: Script) -> dict[str, Any]:
     }
 
 
-def _report(results: Sequence[api.SchemaResult], as_json: bool) -> None:
+def _report(results: Sequence[command.SchemaResult], as_json: bool) -> None:
     if as_json:
         _print_json([r.as_dict() for r in results])
         return
@@ -148,7 +148,7 @@ def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
 @click.pass_context
 def init(ctx: click.Context, directory: Path | None) -> None:
     """Write a starter config if none exists and any missing stream folders; never overwrites."""
-    result = api.init(directory or _cfg(ctx))
+    result = command.init(directory or _cfg(ctx))
     if result.wrote_config:
         click.echo(f"wrote starter configuration to {result.config_path}")
     for path in result.created:
@@ -175,7 +175,7 @@ def add_stream(
     owner: str | None,
 ) -> None:
     """Add a stream to the config and create its script directory."""
-    created = api.add_stream(
+    created = command.add_stream(
         name,
         schema=schema,
         tenants=tenants,
@@ -211,7 +211,7 @@ def revision(
     depends_on: str | None,
 ) -> None:
     """Create a new revision in a stream."""
-    scripts = api.revision(
+    scripts = command.revision(
         stream,
         message,
         autogenerate=autogenerate,
@@ -258,7 +258,7 @@ def upgrade(
     """Upgrade every stream (or -s ...) and every tenant to REVISION (default head)."""
     progress = RunProgress(quiet=as_json)
     try:
-        report = api.upgrade(
+        report = command.upgrade(
             revision,
             streams=streams,
             tenants=tenants,
@@ -320,7 +320,9 @@ def downgrade(
     as_json: bool,
 ) -> None:
     """Downgrade a stream to REVISION (e.g. -1, base, or an id)."""
-    results = api.downgrade(revision, streams=streams, tenants=tenants, sql=sql, config=_cfg(ctx))
+    results = command.downgrade(
+        revision, streams=streams, tenants=tenants, sql=sql, config=_cfg(ctx)
+    )
     if not sql:
         _report(results, as_json)
 
@@ -342,7 +344,7 @@ def stamp(
 ) -> None:
     """Record REVISION as applied without running migrations."""
     _report(
-        api.stamp(revision, streams=streams, tenants=tenants, purge=purge, config=_cfg(ctx)),
+        command.stamp(revision, streams=streams, tenants=tenants, purge=purge, config=_cfg(ctx)),
         as_json,
     )
 
@@ -356,7 +358,7 @@ def current(
     ctx: click.Context, streams: tuple[str, ...], tenants: tuple[str, ...], as_json: bool
 ) -> None:
     """Show the applied revision of every schema."""
-    states = api.current(streams=streams, tenants=tenants, config=_cfg(ctx))
+    states = command.current(streams=streams, tenants=tenants, config=_cfg(ctx))
     if as_json:
         _print_json([s.as_dict() for s in states])
         return
@@ -375,10 +377,10 @@ def history(
     ctx: click.Context, streams: tuple[str, ...], rev_range: str | None, long: bool, as_json: bool
 ) -> None:
     """List a stream's revisions, newest first."""
-    project = api.load(_cfg(ctx))
+    project = command.load(_cfg(ctx))
     data: dict[str, Any] = {}
     for st in project.select(streams):
-        scripts = api.history(st.name, rev_range=rev_range, config=project)
+        scripts = command.history(st.name, rev_range=rev_range, config=project)
         if as_json:
             data[st.name] = [_script_dict(sc) for sc in scripts]
             continue
@@ -395,7 +397,7 @@ def history(
 @click.pass_context
 def heads(ctx: click.Context, streams: tuple[str, ...], as_json: bool) -> None:
     """Show the head revision(s) of each stream."""
-    found = api.heads(streams=streams, config=_cfg(ctx))
+    found = command.heads(streams=streams, config=_cfg(ctx))
     if as_json:
         _print_json({name: [_script_dict(sc) for sc in scs] for name, scs in found.items()})
         return
@@ -413,7 +415,7 @@ def heads(ctx: click.Context, streams: tuple[str, ...], as_json: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, stream: str, revision: str, as_json: bool) -> None:
     """Show one revision in detail."""
-    scripts = api.show(stream, revision, config=_cfg(ctx))
+    scripts = command.show(stream, revision, config=_cfg(ctx))
     if as_json:
         _print_json([_script_dict(sc) for sc in scripts])
         return
@@ -428,7 +430,7 @@ def show(ctx: click.Context, stream: str, revision: str, as_json: bool) -> None:
 @click.pass_context
 def merge(ctx: click.Context, stream: str, revisions: tuple[str, ...], message: str | None) -> None:
     """Merge REVISIONS (default: all heads) of a stream into one."""
-    sc = api.merge(stream, revisions or ("heads",), message=message, config=_cfg(ctx))
+    sc = command.merge(stream, revisions or ("heads",), message=message, config=_cfg(ctx))
     if sc is not None:
         click.echo(f"{stream}: created merge revision {sc.revision}: {sc.path}")
     else:
@@ -444,7 +446,7 @@ def check(
     ctx: click.Context, streams: tuple[str, ...], tenants: tuple[str, ...], as_json: bool
 ) -> None:
     """Exit 1 when models and database differ (or revisions are pending), naming each difference."""
-    results = api.check(streams=streams, tenants=tenants, config=_cfg(ctx))
+    results = command.check(streams=streams, tenants=tenants, config=_cfg(ctx))
     if as_json:
         _print_json([r.as_dict() for r in results])
     else:
@@ -475,8 +477,8 @@ def status(
     as_json: bool,
 ) -> None:
     """Every schema and tenant: current revision, head, pending count, drift."""
-    states = api.status(streams=streams, tenants=tenants, drift=not no_drift, config=_cfg(ctx))
-    failures = api.last_failures(config=_cfg(ctx))
+    states = command.status(streams=streams, tenants=tenants, drift=not no_drift, config=_cfg(ctx))
+    failures = command.last_failures(config=_cfg(ctx))
     if as_json:
         edited = [e.as_dict() for s in states for e in s.edited]
         _print_json(
@@ -514,7 +516,7 @@ def verify(
     ctx: click.Context, streams: tuple[str, ...], tenants: tuple[str, ...], as_json: bool
 ) -> None:
     """Exit 1 when an applied revision's file was edited (or removed) after it was applied."""
-    found = api.verify(streams=streams, tenants=tenants, config=_cfg(ctx))
+    found = command.verify(streams=streams, tenants=tenants, config=_cfg(ctx))
     if as_json:
         _print_json([e.as_dict() for e in found])
     else:
@@ -588,7 +590,7 @@ def embedded_group() -> None:
 @click.pass_context
 def embedded_stop(ctx: click.Context) -> None:
     """Stop the project's embedded PostgreSQL server."""
-    project = api.load(ctx.find_root().obj["config"])
+    project = command.load(ctx.find_root().obj["config"])
     stopped = embedded.stop(project.root)
     click.echo("stopped" if stopped else "not running")
 

@@ -104,6 +104,16 @@ class Project:
         return [s for s in self.streams.values() if s.name in wanted]
 
 
+ConfigArg = Project | str | os.PathLike[str] | None
+"""What every API function takes as ``config``: a loaded Project, a path to a config file or
+its folder, or None to search upward from the working directory."""
+
+
+def load(config: ConfigArg = None) -> Project:
+    """``config`` as a Project (loaded when given as a path or None)."""
+    return config if isinstance(config, Project) else load_project(config)
+
+
 def find_config(start: Path | None = None) -> Path:
     """Walk up from ``start`` (default: the working directory) to the first config file."""
     here = (start or Path.cwd()).resolve()

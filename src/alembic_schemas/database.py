@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
@@ -61,6 +61,29 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
 
 def project_engine(project: Project, **kwargs: Any) -> Engine:
     return create_engine(resolve_url(project), **kwargs)
+
+
+class Session:
+    """A project plus one engine, for the length of one API call."""
+
+    def __init__(self, project: Project, pool_size: int = 5) -> None:
+        self.project = project
+        self.engine: Engine = project_engine(project, pool_size=pool_size)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def connect(self) -> contextlib.AbstractContextManager[Connection]:
+        return connect(self.engine)
+
+
+@contextlib.contextmanager
+def session(project: Project, pool_size: int = 5) -> Iterator[Session]:
+    s = Session(project, pool_size)
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 def describe(exc: BaseException) -> str:
@@ -167,9 +190,12 @@ def run_sql(conn: Connection, sql: str) -> sa.CursorResult[Unpack[tuple[Any, ...
     return conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
 
 
-def set_local(conn: Connection, *, search_path: tuple[str, ...] = (), **settings: str) -> None:
-    """``SET LOCAL`` settings for the current transaction; schema names go through identifiers."""
+def set_local(
+    conn: Connection, settings: Mapping[str, str] = {}, *, search_path: tuple[str, ...] = ()
+) -> None:
+    """Settings for the current transaction only (one round trip for all of ``settings``);
+    schema names go through identifiers."""
     if search_path:
         run_sql(conn, "SET LOCAL search_path TO " + identifiers.search_path(*search_path))
-    for name, value in settings.items():
-        conn.execute(sa.select(sa.func.set_config(name, value, True)))
+    if settings:
+        conn.execute(sa.select(*(sa.func.set_config(k, v, True) for k, v in settings.items())))

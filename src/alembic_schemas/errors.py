@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import traceback
+
+import alembic
+import sqlalchemy
+
 
 class AlembicSchemasError(Exception):
     """Base class: an error with a one-line message meant for the user."""
@@ -31,3 +37,27 @@ class MigrationFailed(AlembicSchemasError):
 
 class CheckFailed(AlembicSchemasError):
     """``check`` found differences between the models and the database (exit 1)."""
+
+
+def _library_folders() -> tuple[str, ...]:
+    own = os.path.dirname(os.path.abspath(__file__))
+    return tuple(
+        os.path.dirname(os.path.abspath(m.__file__ or "")) + os.sep for m in (alembic, sqlalchemy)
+    ) + (own + os.sep,)
+
+
+def describe_python_error(exc: BaseException) -> str:
+    """One line for a Python error raised by user code (a revision, env.py, a helper it
+    imports): the exception, and the innermost frame outside Alembic, SQLAlchemy and this
+    package, which is where the user's code went wrong."""
+    text = str(exc).strip()
+    line = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+    if isinstance(exc, SyntaxError):  # names its file already
+        return line
+    frames = traceback.extract_tb(exc.__traceback__)
+    libraries = _library_folders()
+    users = [f for f in frames if not os.path.abspath(f.filename).startswith(libraries)]
+    frame = (users or frames)[-1] if frames else None
+    if frame is not None:
+        line += f" (at {frame.filename}:{frame.lineno}; --verbose shows the traceback)"
+    return line

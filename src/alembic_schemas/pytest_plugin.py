@@ -45,8 +45,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from . import api, database, identifiers
-from .config import Project
+from . import command, database, identifiers
+from .config import ConfigArg, Project, load
 
 if TYPE_CHECKING:
     from pytest_alembic.config import Config as PytestAlembicConfig
@@ -58,7 +58,7 @@ def stream_config(
     stream: str,
     *,
     schema: str | None = None,
-    config: api.ConfigArg = None,
+    config: ConfigArg = None,
     **options: Any,
 ) -> PytestAlembicConfig:
     """A ``pytest_alembic.config.Config`` for ``stream``, to return from ``alembic_config``.
@@ -69,7 +69,7 @@ def stream_config(
     from pytest_alembic.config import Config
 
     return Config(
-        alembic_config=api.alembic_config(stream, schema=schema, config=config), **options
+        alembic_config=command.alembic_config(stream, schema=schema, config=config), **options
     )
 
 
@@ -106,7 +106,7 @@ def alembic_schemas_project(request: pytest.FixtureRequest) -> Project:
     """The project's loaded configuration."""
     given = request.config.getini(CONFIG_INI)
     root = request.config.rootpath
-    return api.load(root / given if given else root)
+    return load(root / given if given else root)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from . import identifiers
 from .config import Project, StreamConfig
 from .errors import ConfigError
 
@@ -20,6 +21,8 @@ PROJECT_KEY = "alembic_schemas.project"
 STREAM_KEY = "alembic_schemas.stream"
 SCHEMA_KEY = "alembic_schemas.schema"
 SCRATCH_KEY = "alembic_schemas.scratch"
+# The caller has set up the schema's transaction already (runtime.schema.begin).
+PREPARED_KEY = "alembic_schemas.prepared"
 
 
 def resolve_attr(path: str, root: Path, what: str) -> Any:
@@ -116,7 +119,7 @@ class Stream:
         target = sa.MetaData(naming_convention=md.naming_convention)
         for table in md.sorted_tables:
             copy = table.to_metadata(
-                target, schema=schema if table.schema is None else table.schema
+                target, schema=identifiers.sa_name(schema) if table.schema is None else table.schema
             )
             _keep_names(table, copy)
         return target

@@ -13,12 +13,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from . import api, database, environment, identifiers, provision, recorder
-from .config import Project
+from . import catalog, command, database, identifiers, locks, provision, records, versions
+from .config import ConfigArg, Project, load
 from .errors import AlembicSchemasError, ConfigError, MigrationFailed
-from .executor import read_versions
 from .results import SchemaResult
-from .sources import NOT_TENANTS, TOOL_PREFIX, names, validate_tenant
+from .runtime import schema as schema_tx
+from .sources import names, validate_tenant
 from .streams import Stream
 
 __all__ = ["TenantInfo", "create", "drop", "list_tenants", "names"]
@@ -55,16 +55,17 @@ def tenant_stream(project: Any, stream: str | None) -> Stream:
     return found[0]
 
 
-def list_tenants(*, stream: str | None = None, config: api.ConfigArg = None) -> list[TenantInfo]:
+def list_tenants(*, stream: str | None = None, config: ConfigArg = None) -> list[TenantInfo]:
     """Every tenant of the source with its revision and pending count (two queries)."""
-    with api.session(config) as s:
-        st = tenant_stream(s.project, stream)
-        with s.connect() as conn:
-            tenants = names(st, conn)
-            versions = read_versions(conn, tenants, st.version_table, bulk=True)
-        return [
-            TenantInfo(st.name, t, versions[t], api.pending_count(st, versions[t])) for t in tenants
-        ]
+    project = load(config)
+    st = tenant_stream(project, stream)
+    with database.session(project) as s, s.connect() as conn:
+        tenants = names(st, conn)
+        found = versions.read_versions(conn, tenants, st.version_table, bulk=True)
+    return [
+        TenantInfo(st.name, t, found[t], versions.pending_count(st.script, found[t]))
+        for t in tenants
+    ]
 
 
 def create(
@@ -73,7 +74,7 @@ def create(
     stream: str | None = None,
     replay: bool = False,
     connection: Connection | None = None,
-    config: api.ConfigArg = None,
+    config: ConfigArg = None,
 ) -> SchemaResult:
     """Provision tenant ``name`` at head.
 
@@ -82,7 +83,7 @@ def create(
     connection's current transaction (begun if needed) and leaves committing to the caller.
     """
     started = time.perf_counter()
-    project = api.load(config)
+    project = load(config)
     validate_tenant(name, project)
     st = tenant_stream(project, stream)
     if connection is not None:
@@ -95,15 +96,15 @@ def create(
         # server is started for an app that brings its own connection).
         sql = provision.get_snapshot(st, connection.engine)
         provision.provision(st, connection, name, sql)
-        after = api.current_heads(connection, st, name)
+        after = versions.current_heads(connection, st.version_table, name)
         return SchemaResult(st.name, name, True, (), after, time.perf_counter() - started)
-    with api.session(project) as s:
+    with database.session(project) as s:
         with s.connect() as conn:
             _refuse_existing(conn, name)
             conn.rollback()
         if replay:
             try:
-                report = api.upgrade(streams=[st.name], tenants=[name], jobs=1, config=project)
+                report = command.upgrade(streams=[st.name], tenants=[name], jobs=1, config=project)
             except MigrationFailed as exc:
                 # An autocommit_block in the history commits the revisions before it: a
                 # failed create must not leave a half-provisioned tenant behind.
@@ -116,12 +117,8 @@ def create(
             sql = provision.get_snapshot(st, s.engine)
             with s.connect() as conn:
                 with conn.begin():
-                    timeouts = {
-                        "lock_timeout": project.lock_timeout,
-                        "statement_timeout": project.statement_timeout,
-                    }
-                    provision.provision(st, conn, name, sql, timeouts=timeouts)
-                after = api.current_heads(conn, st, name)
+                    provision.provision(st, conn, name, sql, timeouts=schema_tx.timeouts(project))
+                after = versions.current_heads(conn, st.version_table, name)
                 conn.rollback()
         except sa.exc.DBAPIError as exc:  # e.g. a read-only database: say which tenant
             raise MigrationFailed(f"{st.name}/{name}: {database.describe(exc)}") from None
@@ -129,7 +126,7 @@ def create(
 
 
 def _refuse_existing(conn: Connection, name: str) -> None:
-    if provision.schema_exists(conn, name):
+    if catalog.schema_exists(conn, name):
         raise AlembicSchemasError(f"schema {name!r} already exists")
 
 
@@ -138,41 +135,37 @@ def drop(
     *,
     stream: str | None = None,
     force: bool = False,
-    config: api.ConfigArg = None,
+    config: ConfigArg = None,
 ) -> None:
     """Drop tenant ``name`` (its schema, CASCADE). Refuses names the source does not list
     unless ``force``."""
     identifiers.validate(name, "tenant name")
-    with api.session(config) as s:
-        st = tenant_stream(s.project, stream)
-        if name in NOT_TENANTS or name.startswith(TOOL_PREFIX):
-            raise ConfigError(f"refusing to drop {name!r}: not a tenant schema")
-        # Never a schema the tool itself manages, not even with force.
-        owners = {c.schema: c.name for c in s.project.streams.values() if c.schema}
-        if name in owners:
+    project = load(config)
+    st = tenant_stream(project, stream)
+    if identifiers.is_never_tenant(name):  # public, the tool's own schemas
+        raise ConfigError(f"refusing to drop {name!r}: not a tenant schema")
+    # Never a schema the tool itself manages, not even with force.
+    owners = {c.schema: c.name for c in project.streams.values() if c.schema}
+    if name in owners:
+        raise ConfigError(f"refusing to drop {name!r}: it is the schema of stream {owners[name]!r}")
+    with database.session(project) as s, s.connect() as conn:
+        listed = name in names(st, conn)
+        conn.rollback()
+        if not listed and not force:
             raise ConfigError(
-                f"refusing to drop {name!r}: it is the schema of stream {owners[name]!r}"
+                f"{name!r} is not a tenant of stream {st.name!r} (use --force to drop it anyway)"
             )
-        if name == recorder.SCHEMA:
-            raise ConfigError(f"refusing to drop {name!r}: it holds alembic-schemas' own records")
-        with s.connect() as conn:
-            listed = name in names(st, conn)
-            conn.rollback()
-            if not listed and not force:
-                raise ConfigError(
-                    f"{name!r} is not a tenant of stream {st.name!r} (use --force to drop it anyway)"
-                )
-            with conn.begin():
-                if not _drop_schema(conn, s.project, st, name):
-                    raise AlembicSchemasError(f"schema {name!r} does not exist")
+        with conn.begin():
+            if not _drop_schema(conn, s.project, st, name):
+                raise AlembicSchemasError(f"schema {name!r} does not exist")
 
 
 def _drop_schema(conn: Connection, project: Project, st: Stream, name: str) -> bool:
     """Drop the tenant's schema and its records under the tenant's lock; False if absent."""
-    database.set_local(conn, lock_timeout=project.lock_timeout)
-    environment.lock(conn, st.name, name)
-    if not provision.schema_exists(conn, name):
+    database.set_local(conn, {"lock_timeout": project.lock_timeout})
+    locks.lock(conn, st.name, name)
+    if not catalog.schema_exists(conn, name):
         return False
     database.run_sql(conn, f"DROP SCHEMA {identifiers.quote(name)} CASCADE")
-    recorder.forget(conn, st.name, name)
+    records.forget(conn, st.name, name)
     return True

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 import alembic_schemas
-from alembic_schemas import api
+from alembic_schemas import command
 
 from conftest import ProjectDir
 
@@ -169,7 +169,7 @@ def test_verify_names_each_edited_applied_revision_and_its_file(history: History
 
     # The in-process API sees the same, and a later upgrade does not launder an edit.
     h.project.cli("upgrade", check=True)
-    edited = api.verify(config=h.project.root)
+    edited = command.verify(config=h.project.root)
     assert sorted(e.message for e in edited) == sorted(expected)
     assert h.rows()[("tenant", "t_a", "r3")] == h.sha("tenant", "r3")
 

@@ -55,9 +55,10 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, make_url
 
 import alembic_schemas
-from alembic_schemas import api, cli, database, environment, identifiers, sources, tenants
+from alembic_schemas import cli, command, database, identifiers, sources, tenants
 from alembic_schemas.config import load_project
 from alembic_schemas.errors import AlembicSchemasError, DatabaseError
+from alembic_schemas.runtime import schema as schema_tx
 from alembic_schemas.streams import SCHEMA_KEY, Stream
 
 if sys.version_info >= (3, 11):
@@ -593,10 +594,10 @@ def test_config_names_are_refused_naming_them_or_kept_exactly_and_quoted(
         schema, owner = core.schema or NAMED, core.owner
         grantee = core.grants[0][0] if core.grants else None
         privileges = core.grants[0][1] if core.grants else ("SELECT",)
-        hostile = environment.create_schema_sql(
+        hostile = schema_tx.create_schema_sql(
             schema, owner or OWNER_PLACEHOLDER, ((grantee or GRANTEE_PLACEHOLDER, privileges),)
         )
-        plain = environment.create_schema_sql(
+        plain = schema_tx.create_schema_sql(
             PLACEHOLDER if key == "schema" else schema,
             OWNER_PLACEHOLDER,
             ((GRANTEE_PLACEHOLDER, privileges),),
@@ -871,31 +872,31 @@ def test_python_api_tenant_names_are_refused_before_connecting_or_reach_the_data
 
     def offline_upgrade(name: str) -> str:
         buf = io.StringIO()
-        api.upgrade(streams=["tenant"], tenants=[name], sql=True, output=buf, config=project)
+        command.upgrade(streams=["tenant"], tenants=[name], sql=True, output=buf, config=project)
         return buf.getvalue()
 
     def offline_downgrade(name: str) -> str:
         buf = io.StringIO()
-        api.downgrade(
+        command.downgrade(
             "r2:base", streams=["tenant"], tenants=[name], sql=True, output=buf, config=project
         )
         return buf.getvalue()
 
     calls: dict[str, Callable[[str], Any]] = {
-        "upgrade": lambda n: api.upgrade(tenants=[n], config=project),
-        "downgrade": lambda n: api.downgrade(
+        "upgrade": lambda n: command.upgrade(tenants=[n], config=project),
+        "downgrade": lambda n: command.downgrade(
             "base", streams=["tenant"], tenants=[n], config=project
         ),
-        "stamp": lambda n: api.stamp("r1", streams=["tenant"], tenants=[n], config=project),
-        "current": lambda n: api.current(streams=["tenant"], tenants=[n], config=project),
-        "status": lambda n: api.status(tenants=[n], config=project),
-        "check": lambda n: api.check(tenants=[n], config=project),
-        "verify": lambda n: api.verify(tenants=[n], config=project),
+        "stamp": lambda n: command.stamp("r1", streams=["tenant"], tenants=[n], config=project),
+        "current": lambda n: command.current(streams=["tenant"], tenants=[n], config=project),
+        "status": lambda n: command.status(tenants=[n], config=project),
+        "check": lambda n: command.check(tenants=[n], config=project),
+        "verify": lambda n: command.verify(tenants=[n], config=project),
         "tenants.create": lambda n: tenants.create(n, config=project),
         "tenants.drop": lambda n: tenants.drop(n, force=True, config=project),
         "upgrade sql": offline_upgrade,
         "downgrade sql": offline_downgrade,
-        "alembic_config": lambda n: api.alembic_config("tenant", schema=n, config=project),
+        "alembic_config": lambda n: command.alembic_config("tenant", schema=n, config=project),
     }
     plain = {k: calls[k](PLACEHOLDER) for k in ("upgrade sql", "downgrade sql")}
 
@@ -1088,7 +1089,7 @@ def test_accepted_schema_and_role_names_create_exactly_that_schema(conn: Connect
                 if not exists:
                     database.run_sql(conn, f"CREATE ROLE {identifiers.quote_role(role)}")
                 grants = ((role, ("SELECT", "INSERT")),)
-                database.run_sql(conn, environment.create_schema_sql(schema, role, grants))
+                database.run_sql(conn, schema_tx.create_schema_sql(schema, role, grants))
                 after = _schemas(conn)
                 assert after - before == ({schema} if schema not in before else set())
                 assert before - after == set()
@@ -1324,19 +1325,22 @@ def _wait(proc: subprocess.Popen[str]) -> Outcome:
     return Outcome(proc.returncode, out, err)
 
 
-def test_sqlalchemy_quotes_every_keyword_postgresql_refuses_as_a_schema_name() -> None:
-    """Importing alembic_schemas makes SQLAlchemy's PostgreSQL dialect quote the keywords it
-    left bare (``lateral``, ``collation``, ...): checked against PostgreSQL's parser for every
-    keyword, in the statements Alembic writes for a version table."""
+def test_the_names_the_tool_hands_sqlalchemy_are_quoted_for_every_keyword() -> None:
+    """The schema and version table names alembic-schemas gives SQLAlchemy and Alembic are
+    written quoted wherever PostgreSQL would misread them bare: checked against PostgreSQL's
+    parser for every keyword, in the statements Alembic writes for a version table."""
     preparer = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
     for word in KEYWORDS:
-        schema = preparer.quote_schema(word)
+        schema = preparer.quote_schema(identifiers.sa_name(word))
+        table = preparer.quote(identifiers.sa_object(word))
         sql = (
-            f"CREATE TABLE {schema}.alembic_version (version_num varchar(32));"
-            f"INSERT INTO {schema}.alembic_version (version_num) VALUES ('r1')"
-            f" RETURNING {schema}.alembic_version.version_num;"
-            f"SELECT {schema}.alembic_version.version_num FROM {schema}.alembic_version"
+            f"CREATE TABLE {schema}.{table} (version_num varchar(32));"
+            f"INSERT INTO {schema}.{table} (version_num) VALUES ('r1')"
+            f" RETURNING {schema}.{table}.version_num;"
+            f"SELECT {schema}.{table}.version_num FROM {schema}.{table}"
         )
         pglast.parse_sql(sql)  # raises on a keyword left bare
     # A final newline is not a legal bare identifier ("$" matched before it).
-    assert preparer.quote_schema("t_a\n") == '"t_a\n"'
+    assert preparer.quote_schema(identifiers.sa_name("t_a\n")) == '"t_a\n"'
+    # Plain names stay bare, as SQLAlchemy writes them.
+    assert preparer.quote_schema(identifiers.sa_name("tenant_1")) == "tenant_1"

@@ -21,8 +21,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from alembic_schemas import database, environment
+from alembic_schemas import database
 from alembic_schemas.config import load_project
+from alembic_schemas.runtime import schema as schema_tx
 
 from conftest import ProjectDir
 
@@ -426,7 +427,7 @@ def test_grants_sql_quotes_roles_and_uses_only_allowed_privileges(
         CONFIG.format(core_grants='grants = { "App \\"Role\\"" = ["select"] }', tenant_grants=""),
     )
     project = load_project()
-    sql = environment.create_schema_sql("core", None, project.stream("core").grants)
+    sql = schema_tx.create_schema_sql("core", None, project.stream("core").grants)
     assert sql.split(";\n") == [
         'CREATE SCHEMA IF NOT EXISTS "core"',
         'GRANT USAGE ON SCHEMA "core" TO "App ""Role"""',
@@ -444,7 +445,7 @@ def test_grants_sql_quotes_roles_and_uses_only_allowed_privileges(
     (listed,) = load_project().stream("core").grants
     assert listed == ("app_user", ("SELECT", "INSERT", "UPDATE", "DELETE"))
     assert 'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "t" TO "app_user"' in (
-        environment.grants_sql("t", (listed,))
+        schema_tx.grants_sql("t", (listed,))
     )
     # No grants configured: the schema statement alone, as before.
-    assert environment.create_schema_sql("core") == 'CREATE SCHEMA IF NOT EXISTS "core"'
+    assert schema_tx.create_schema_sql("core") == 'CREATE SCHEMA IF NOT EXISTS "core"'

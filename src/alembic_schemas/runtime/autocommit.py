@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,22 +29,36 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
-from . import database, environment, identifiers, recorder
-from .errors import MigrationFailed
-from .streams import Stream
+from .. import catalog, database, identifiers, locks, records
+from ..errors import MigrationFailed
+from ..streams import Stream
+from . import compat
+from . import schema as schema_tx
 
 # Statements that only read: a revision may check the catalog before its block.
 _READS = ("select", "show")
 
 
 class Hook:
-    """What :func:`install` put on a run: call :meth:`remove` when the run ends."""
+    """What :func:`install` put on a run: call :meth:`remove` when the run ends.
 
-    def __init__(self) -> None:
+    Pass :meth:`after_revision` as the context's ``on_version_apply``: once a block has
+    committed, each revision commits with its version row before the next starts, so that
+    a later failure cannot roll back the stamp of a revision whose block stays."""
+
+    def __init__(self, conn: Connection | None, stream: Stream, schema: str) -> None:
+        self.conn, self.stream, self.schema = conn, stream, schema
         self.writes = 0  # statements of the running revision that may have written
         self.unlock: Callable[[], None] | None = None  # set once a block has committed
         self.unstamped: str | None = None  # revision whose block ran, version row not yet
         self.removers: list[Callable[[], None]] = []
+
+    def after_revision(self, ctx: MigrationContext, step: Any, heads: Any, run_args: Any) -> None:
+        if self.unlock is not None and self.conn is not None:
+            _commit(ctx, self.conn, self.stream, self.schema)
+            _resume(self.conn, self.stream, self.schema)
+            self.unstamped = None
+        self.writes = 0
 
     def count(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if not statement.lstrip().lower().startswith(_READS):
@@ -67,89 +80,40 @@ class Hook:
             self.unlock()
 
 
-def install(
-    ctx: MigrationContext,
-    conn: Connection | None,
-    stream: Stream,
-    schema: str,
-    *,
-    commit: bool = True,
-) -> Hook:
+def new_hook(conn: Connection | None, stream: Stream, schema: str) -> Hook:
+    """A Hook to pass to the context (``on_version_apply``) before :func:`install`."""
+    return Hook(conn, stream, schema)
+
+
+def install(ctx: MigrationContext, hook: Hook, *, commit: bool = True) -> None:
     """Give ``ctx`` an ``autocommit_block`` that works inside the schema's transaction
-    (``conn`` is None for ``--sql``; ``commit=False`` for a scratch schema that must never be
-    committed)."""
-    hook = Hook()
+    (``hook.conn`` is None for ``--sql``; ``commit=False`` for a scratch schema that must never
+    be committed). The version table must exist already: creating it is not a write of the
+    first revision."""
+    conn, stream, schema = hook.conn, hook.stream, hook.schema
     if conn is None:
-        ctx.autocommit_block = _offline_block(ctx, stream, schema)  # type: ignore[method-assign]
-        return hook
+        compat.replace_autocommit_block(ctx, _offline_block(ctx, stream, schema))
+        return
     if not commit:
-        ctx.autocommit_block = lambda: _in_transaction_block(conn)  # type: ignore[method-assign]
-        return hook
-    begin = ctx.begin_transaction
-
-    def begin_transaction(_per_migration: bool = False) -> Any:
-        # Alembic calls this with _per_migration=True as each revision starts. Once a block
-        # has committed, each revision commits with its version row before the next starts:
-        # a later failure must not roll back the stamp of a revision whose block stays.
-        if _per_migration:
-            if hook.unlock is not None:
-                _commit(ctx, conn, stream, schema)
-                _resume(conn, stream, schema)
-                hook.unstamped = None
-            hook.writes = 0
-        return begin(_per_migration=_per_migration)
-
-    ctx.begin_transaction = begin_transaction  # type: ignore[method-assign]
-    ctx.autocommit_block = lambda: _block(ctx, conn, stream, schema, hook)  # type: ignore[method-assign]
+        compat.replace_autocommit_block(ctx, lambda: _in_transaction_block(conn))
+        return
+    compat.replace_autocommit_block(ctx, lambda: _block(ctx, conn, stream, schema, hook))
     event.listen(conn, "before_cursor_execute", hook.count)
     hook.removers.append(lambda: event.remove(conn, "before_cursor_execute", hook.count))
-    return hook
-
-
-def _calling_revision() -> tuple[str, str]:
-    """(revision id, file) of the revision module whose upgrade()/downgrade() entered the
-    block: Alembic does not tell the context which revision is running."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        found = frame.f_globals
-        if "revision" in found and "down_revision" in found:
-            return str(found["revision"]), str(found.get("__file__", "?"))
-        frame = frame.f_back  # type: ignore[assignment]
-    return "?", "?"
 
 
 def _resume(conn: Connection, stream: Stream, schema: str) -> None:
-    """A new transaction for the schema, as environment.prepare starts the first one (the
-    locks are this session's already, so nothing waits)."""
-    project = stream.project
+    """A new transaction for the schema, set up as the first one was (the lock is this
+    session's already, so nothing waits)."""
     conn.begin()
-    database.set_local(
-        conn, lock_timeout=project.lock_timeout, statement_timeout=project.statement_timeout
-    )
-    environment.lock(conn, stream.name, schema)
-    database.set_local(conn, search_path=(schema,))
-
-
-def _session_lock(conn: Connection, stream: Stream, schema: str) -> Callable[[], None]:
-    """Take the (stream, schema) lock at session level, so that it outlives the commits;
-    returns its release."""
-    args = environment.lock_args(stream.name, schema)
-    conn.execute(sa.select(sa.func.pg_advisory_lock(*args)))  # ours already: no wait
-
-    def unlock() -> None:
-        # A dead connection took its locks with it.
-        if not conn.invalidated:
-            with contextlib.suppress(sa.exc.DBAPIError):
-                conn.execute(sa.select(sa.func.pg_advisory_unlock(*args)))
-
-    return unlock
+    schema_tx.begin(conn, stream, schema, lock="held", create=False)
 
 
 def _commit(ctx: MigrationContext, conn: Connection, stream: Stream, schema: str) -> None:
     """Commit the revisions run so far with their version rows and, in the same transaction,
     their checksums (the caller records them only at the end of the run). The record's tables
     exist: mark_unfinished made sure before the first commit."""
-    recorder.sync_applied(conn, stream.script, stream.name, schema, ctx.get_current_heads())
+    records.sync_applied(conn, stream.script, stream.name, schema, ctx.get_current_heads())
     conn.commit()
 
 
@@ -157,15 +121,15 @@ def _commit(ctx: MigrationContext, conn: Connection, stream: Stream, schema: str
 def _block(
     ctx: MigrationContext, conn: Connection, stream: Stream, schema: str, hook: Hook
 ) -> Iterator[None]:
-    revision, path = _calling_revision()
+    revision, path = compat.calling_revision()
     if hook.writes:
         raise MigrationFailed(
             f"revision {revision} ({path}) writes {hook.writes} statement(s) before its"
             " autocommit_block; committing them without the revision's version row would"
             " leave it half-applied: move them to a revision of their own or after the block"
         )
-    leftovers = invalid_indexes(conn, schema)
-    if leftovers and not recorder.is_unfinished(conn, stream.name, schema, revision):
+    leftovers = catalog.invalid_indexes(conn, schema)
+    if leftovers and not records.is_unfinished(conn, stream.name, schema, revision):
         fixes = "; ".join(f"DROP INDEX CONCURRENTLY {q}" for q in leftovers)
         raise MigrationFailed(
             f"INVALID index(es) {', '.join(leftovers)} (left by an interrupted CREATE INDEX"
@@ -173,8 +137,9 @@ def _block(
             f" drop them and run again: {fixes}"
         )
     if hook.unlock is None:
-        hook.unlock = _session_lock(conn, stream, schema)
-    recorder.mark_unfinished(conn, stream.name, schema, revision)
+        # at session level, so that it outlives the commits (ours already: no wait)
+        hook.unlock = locks.session_lock(conn, locks.args(stream.name, schema))
+    records.mark_unfinished(conn, stream.name, schema, revision)
     _commit(ctx, conn, stream, schema)  # whole revisions before this one
     project = stream.project
     level = conn.get_isolation_level()
@@ -199,23 +164,9 @@ def _block(
     finally:
         _leave_autocommit(conn, level, saved, ok)
     _resume(conn, stream, schema)
-    recorder.clear_unfinished(conn, stream.name, schema, revision)
+    records.clear_unfinished(conn, stream.name, schema, revision)
     hook.unstamped = revision
     hook.writes = 0  # a second block may follow directly
-
-
-def invalid_indexes(conn: Connection, schema: str) -> list[str]:
-    """Quoted ``"schema"."index"`` of the schema's INVALID indexes."""
-    names = conn.scalars(
-        sa.text(
-            "SELECT c.relname FROM pg_catalog.pg_index i"
-            " JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid"
-            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = :schema AND NOT i.indisvalid ORDER BY c.relname"
-        ),
-        {"schema": schema},
-    )
-    return [identifiers.qualified(schema, name) for name in names]
 
 
 def _set_session(conn: Connection, **settings: str) -> dict[str, str]:
@@ -230,7 +181,7 @@ def _set_session(conn: Connection, **settings: str) -> dict[str, str]:
 def _clean_up(conn: Connection, schema: str, exc: BaseException) -> None:
     """Drop the INVALID indexes a failed block left, and say so on the error."""
     try:
-        left = invalid_indexes(conn, schema)
+        left = catalog.invalid_indexes(conn, schema)
     except sa.exc.DBAPIError:  # the connection is gone: the next run finds them
         exc.add_note("INVALID indexes it may have left are dropped by the next run")
         return
@@ -291,10 +242,16 @@ def _offline_block(ctx: MigrationContext, stream: Stream, schema: str) -> Callab
     @contextlib.contextmanager
     def block() -> Iterator[None]:
         with original():
-            environment.write_offline(ctx, "SET search_path TO " + identifiers.search_path(schema))
+            write_offline(ctx, "SET search_path TO " + identifiers.search_path(schema))
             yield
             ctx.execute("RESET search_path")
-        for statement in environment.offline_settings(stream.project, schema):
-            environment.write_offline(ctx, statement)  # not execute(): it reads ":x" as a bind
+        for statement in schema_tx.offline_statements(stream, schema, create=False):
+            write_offline(ctx, statement)
 
     return block
+
+
+def write_offline(ctx: MigrationContext, statement: str) -> None:
+    """Write ``statement`` to ``--sql`` output as is. ``execute()`` wraps a string in text(),
+    which reads ":x" in a quoted name as a bind parameter: tenant ":x" came out as "NULL"."""
+    ctx.impl.static_output(statement + ctx.impl.command_terminator)

@@ -1,4 +1,6 @@
-"""The run record: every schema attempt of every run, in ``alembic_schemas.attempt``.
+"""The tool's own tables, in schema ``alembic_schemas``: the run record and what it knows.
+
+``alembic_schemas.attempt`` holds every schema attempt of every run.
 
 Created on first use (its own schema). ``upgrade --retry-failed`` reads the tenants whose
 attempt failed in a stream's last run; ``status`` shows the last failures.
@@ -10,6 +12,11 @@ sha256 of its file when it was applied, written in the migration's own transacti
 ``alembic_schemas.unfinished`` marks a revision whose non-transactional block (an
 ``autocommit_block``) has started on a schema and whose version row is not written yet: a
 later run that finds INVALID indexes there knows they are that attempt's leftovers.
+
+``alembic_schemas.snapshot`` keeps each tenant stream's provisioning snapshot (see
+:mod:`alembic_schemas.provision`).
+
+:func:`ensure` creates them all, once, safely under concurrent runs.
 """
 
 from __future__ import annotations
@@ -28,11 +35,10 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 
-from . import database, identifiers
+from . import catalog, database, identifiers, locks
 from .results import EditedRevision, SchemaResult
 
 SCHEMA = identifiers.TOOL_SCHEMA
-_LOCK_KEY = 0x616C656D  # serialises creating the record table across concurrent runs
 
 metadata = sa.MetaData(schema=SCHEMA)
 attempt = sa.Table(
@@ -71,19 +77,31 @@ unfinished = sa.Table(
         "started_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
     ),
 )
+snapshot = sa.Table(
+    "snapshot",
+    metadata,
+    sa.Column("stream", sa.Text, primary_key=True),
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+    sa.Column("sql", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
 _TABLES = [f"{SCHEMA}.{t.name}" for t in metadata.sorted_tables]
 
 
 def ensure(conn: Connection) -> None:
-    """Create the record schema and tables if missing (safe under concurrent runs)."""
+    """Create the record schema and its tables if missing (safe under concurrent runs)."""
     exists = conn.scalar(
         sa.select(sa.and_(*(sa.func.to_regclass(t).is_not(None) for t in _TABLES)))
     )
     if not exists:
         with conn.begin_nested() if conn.in_transaction() else conn.begin():
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_KEY)))
+            locks.lock_record(conn)
             conn.execute(sa.schema.CreateSchema(SCHEMA, if_not_exists=True))
             metadata.create_all(conn, checkfirst=True)
+
+
+def _exists(conn: Connection, table: sa.Table) -> bool:
+    return catalog.relation_exists(conn, SCHEMA, table.name)
 
 
 def _row(run_id: str, r: SchemaResult) -> dict[str, Any]:
@@ -100,7 +118,8 @@ def _row(run_id: str, r: SchemaResult) -> dict[str, Any]:
 
 
 class Recorder:
-    """Buffers results and writes them in batches (each second or every 500 rows)."""
+    """Buffers results and writes them in batches (each second or every 500 rows); the
+    tables exist (:func:`ensure`)."""
 
     def __init__(self, engine: Engine, run_id: str | None = None) -> None:
         self.engine = engine
@@ -108,9 +127,6 @@ class Recorder:
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._last = time.monotonic()
-        with database.connect(engine) as conn:
-            ensure(conn)
-            conn.commit()
 
     def add(self, result: SchemaResult) -> None:
         with self._lock:
@@ -128,10 +144,6 @@ class Recorder:
                 conn.execute(attempt.insert(), rows)
 
 
-def _exists(conn: Connection) -> bool:
-    return conn.scalar(sa.select(sa.func.to_regclass(f"{SCHEMA}.attempt"))) is not None
-
-
 def _latest_failed() -> sa.ColumnElement[bool]:
     """The attempt failed and is its schema's latest in the stream."""
     later = attempt.alias("later")
@@ -146,7 +158,7 @@ def _latest_failed() -> sa.ColumnElement[bool]:
 def last_run_failures(conn: Connection, stream: str) -> list[str]:
     """Schemas of the stream whose latest attempt failed: the failures of the last run,
     and of each shard's last run when hosts run ``--shard K/N``."""
-    if not _exists(conn):
+    if not _exists(conn, attempt):
         return []
     query = (
         sa.select(attempt.c.schema_name)
@@ -158,7 +170,7 @@ def last_run_failures(conn: Connection, stream: str) -> list[str]:
 
 def recent_failures(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
     """The latest failed attempts whose schema has not succeeded since (one per schema)."""
-    if not _exists(conn):
+    if not _exists(conn, attempt):
         return []
     # Only each schema's latest attempt: a schema that failed twice is listed once, with
     # its latest error, and one that succeeded since is not listed.
@@ -188,28 +200,30 @@ def recent_failures(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
 
 # --- applied revisions and their checksums ------------------------------------------------
 
-# (path, mtime_ns, size) -> sha256: each revision file is hashed once per process, and again
-# only if it changed on disk (so an in-process verify after an edit sees the edit).
-_checksums: dict[tuple[str, int, int], str] = {}
+# path -> ((mtime_ns, size, inode), sha256): each file is hashed once per process, and again
+# when it changed on disk (so an in-process verify after an edit sees the edit).
+_checksums: dict[str, tuple[tuple[int, int, int], str]] = {}
+# A file written this recently is hashed again each time: a second write within the clock's
+# granularity could leave size and mtime unchanged.
+_RACY_NS = 2_000_000_000
 
 
 def file_checksum(path: str | None) -> str | None:
-    """sha256 hex of a revision file's bytes; None when the file does not exist."""
+    """sha256 hex of a file's bytes (a revision file, an env.py); None when it does not exist."""
     if path is None:
         return None
     try:
         st = os.stat(path)
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        cached = _checksums.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        with open(path, "rb") as f:
+            found = hashlib.sha256(f.read()).hexdigest()
     except OSError:
         return None
-    key = (path, st.st_mtime_ns, st.st_size)
-    found = _checksums.get(key)
-    if found is None:
-        try:
-            with open(path, "rb") as f:
-                found = hashlib.sha256(f.read()).hexdigest()
-        except OSError:
-            return None
-        _checksums[key] = found
+    if time.time_ns() - st.st_mtime_ns > _RACY_NS:
+        _checksums[path] = (key, found)
     return found
 
 
@@ -278,7 +292,7 @@ def edited_revisions(
 ) -> list[EditedRevision]:
     """Recorded revisions of ``schemas`` whose file changed or is gone: one query for the
     whole stream, compared in Python (each file hashed once)."""
-    if conn.scalar(sa.select(sa.func.to_regclass(f"{SCHEMA}.applied"))) is None:
+    if not _exists(conn, applied):
         return []
     paths = {sc.revision: sc.path for sc in script.walk_revisions()}
     query = (
@@ -326,7 +340,7 @@ def clear_unfinished(conn: Connection, stream: str, schema: str, revision: str) 
 
 
 def is_unfinished(conn: Connection, stream: str, schema: str, revision: str) -> bool:
-    if conn.scalar(sa.select(sa.func.to_regclass(f"{SCHEMA}.unfinished"))) is None:
+    if not _exists(conn, unfinished):
         return False
     query = sa.select(
         sa.exists().where(

@@ -1,0 +1,70 @@
+"""Comparing a stream's models with one schema, and describing the differences in words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection
+
+from ..runtime import schema as schema_tx
+from ..streams import Stream
+from .scope import context_options, schemaless_options
+
+
+def compare(stream: Stream, schema: str, conn: Connection) -> list[Any]:
+    """Alembic's diff list between the stream's models and ``schema`` (only that schema)."""
+    schema_tx.begin_read(conn, stream.project)
+    if stream.is_tenant:
+        # The same comparison as a tenant autogenerate (against the scratch schema): the tenant
+        # as default schema, the schema-less models as they are. Copying the models into the
+        # tenant schema instead makes defaults such as nextval('seq') and enum types differ
+        # from what the schema-less revisions created (phantom diffs, or an error when
+        # Alembic's server-side default comparison cannot resolve 'seq').
+        with schema_tx.as_default_schema(conn, schema):
+            opts = schemaless_options(stream)
+            metadata = opts.pop("target_metadata")
+            mc = MigrationContext.configure(connection=conn, opts=opts)
+            return list(compare_metadata(mc, metadata))
+    opts = context_options(stream, schema)
+    metadata = opts.pop("target_metadata", None) or stream.require_metadata()
+    mc = MigrationContext.configure(connection=conn, opts=opts)
+    return list(compare_metadata(mc, metadata))
+
+
+# --- descriptions --------------------------------------------------------------------------
+
+
+def _name(obj: Any) -> str:
+    schema = getattr(obj, "schema", None)
+    if schema is None and getattr(obj, "table", None) is not None:
+        schema = obj.table.schema
+    table = getattr(getattr(obj, "table", None), "name", None)
+    name = getattr(obj, "name", None) or "(unnamed)"
+    parts = [p for p in (schema, table, name) if p]
+    return ".".join(parts)
+
+
+def describe(diff: Any) -> str:
+    """One line for an Alembic diff tuple (or a list of column modifications)."""
+    if isinstance(diff, list):
+        return "; ".join(describe(d) for d in diff)
+    kind = diff[0]
+    if kind in ("add_table", "remove_table"):
+        return f"{kind.replace('_', ' ')} {_name(diff[1])}"
+    if kind in ("add_column", "remove_column"):
+        schema, table, column = diff[1], diff[2], diff[3]
+        where = ".".join(p for p in (schema, table) if p)
+        return f"{kind.replace('_', ' ')} {where}.{column.name}"
+    if kind.startswith("modify_"):
+        schema, table, column = diff[1], diff[2], diff[3]
+        where = ".".join(p for p in (schema, table, column) if p)
+        what = kind.removeprefix("modify_").replace("_", " ")
+        return f"modify {what} of {where}: {diff[-2]!r} -> {diff[-1]!r}"
+    if kind in ("add_fk", "remove_fk"):
+        fk = diff[1]
+        return f"{kind.replace('_', ' ')} {fk.name or ''} on {_name(fk.parent)}".replace("  ", " ")
+    if kind in ("add_enum_type", "remove_enum_type", "add_sequence", "remove_sequence"):
+        return f"{kind.replace('_', ' ')} {'.'.join(diff[1])}"
+    return f"{kind.replace('_', ' ')} {_name(diff[1])}"

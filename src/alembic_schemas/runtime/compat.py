@@ -1,0 +1,93 @@
+"""Every use of a private Alembic or SQLAlchemy name, in one place, each with a test
+(``tests/unit/test_compat.py``) that fails loudly when an upgrade of either library moves it.
+
+Where a public hook exists it is used instead, elsewhere: ``on_version_apply`` (commits after
+a block), ``DropTableOp.to_table()``, ``static_output`` (``--sql`` text).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+import alembic
+import sqlalchemy as sa
+from alembic import context as alembic_context
+from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import MigrationContext
+
+ALEMBIC_VERSION = tuple(int(p) for p in alembic.__version__.split(".")[:2])
+SQLALCHEMY_VERSION = tuple(int(p) for p in sa.__version__.split(".")[:2])
+
+# The oldest versions these hooks were checked against (pyproject.toml says the same).
+if ALEMBIC_VERSION < (1, 18):  # pragma: no cover - refused at import, see pyproject.toml
+    raise ImportError(
+        f"alembic-schemas needs Alembic 1.18 or newer (its autogenerate plugin API); "
+        f"found {alembic.__version__}"
+    )
+
+
+def running_environment() -> EnvironmentContext:
+    """The EnvironmentContext an ``env.py`` runs in. ``alembic.context`` is a module proxy for
+    it; the object itself is needed to pass it on."""
+    env = getattr(alembic_context, "_proxy", None)
+    if not isinstance(env, EnvironmentContext):
+        raise RuntimeError("alembic_schemas.environment.run_env() must be called from env.py")
+    return env
+
+
+def wrap_exec(ctx: MigrationContext, check: Callable[[Any], None]) -> None:
+    """Call ``check(construct)`` before each statement the context's impl executes or, offline,
+    writes. Offline output turns tabs into spaces after this point, which is what
+    ``check`` may need to see first (``DefaultImpl._exec``)."""
+    impl = ctx.impl
+    original = impl._exec
+
+    def exec_checked(construct: Any, *args: Any, **kwargs: Any) -> Any:
+        check(construct)
+        return original(construct, *args, **kwargs)
+
+    impl._exec = exec_checked  # type: ignore[method-assign]
+
+
+def replace_autocommit_block(
+    ctx: MigrationContext, block: Callable[[], AbstractContextManager[None]]
+) -> Callable[[], AbstractContextManager[None]]:
+    """Give ``ctx`` another ``autocommit_block`` (the one revisions call through
+    ``op.get_context()``); returns the original."""
+    original = ctx.autocommit_block
+    ctx.autocommit_block = block  # type: ignore[method-assign,assignment]
+    return original
+
+
+def calling_revision() -> tuple[str, str]:
+    """(revision id, file) of the revision module whose upgrade()/downgrade() is running:
+    Alembic does not tell the context which revision it runs until its version row is
+    written. Found by walking the stack to a module with ``revision`` and ``down_revision``."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        found = frame.f_globals
+        if "revision" in found and "down_revision" in found:
+            return str(found["revision"]), str(found.get("__file__", "?"))
+        frame = frame.f_back  # type: ignore[assignment]
+    return "?", "?"
+
+
+def free_sequences(metadata: sa.MetaData) -> Iterator[sa.Sequence]:
+    """Every Sequence of a MetaData, also those attached to no column (``MetaData._sequences``:
+    SQLAlchemy has no public accessor)."""
+    yield from metadata._sequences.values()
+
+
+def identity_options(sequence: sa.Sequence, dialect: sa.engine.Dialect) -> str:
+    """``START WITH ... INCREMENT BY ...`` of a sequence, as PostgreSQL's DDL compiler words
+    it (the name is quoted by the caller, through identifiers)."""
+    compiler = dialect.ddl_compiler(dialect, None)  # type: ignore[arg-type]
+    return str(compiler.get_identity_options(sequence))
+
+
+def copy_column(column: sa.Column[Any]) -> sa.Column[Any]:
+    """A detached copy of a Column, keeping every argument (``Column._copy``)."""
+    return column._copy()
