@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +18,10 @@ import click
 import sqlalchemy as sa
 from alembic.script import Script
 
-from . import command, database, embedded, tenants
-from .errors import AlembicSchemasError, CheckFailed, ConfigError, MigrationFailed
-from .progress import PER_LINE_LIMIT, RunProgress
-from .results import SchemaResult, UpgradeReport
+from . import command, database, embedded, summary, tenants
+from .errors import AlembicSchemasError, CheckFailed, ConfigError, Interrupted, MigrationFailed
+from .progress import ReadProgress, RunProgress
+from .results import UpgradeReport
 
 log = logging.getLogger("alembic_schemas")
 
@@ -75,6 +78,12 @@ tenant_opt = click.option(
     "--tenant", "tenants", multiple=True, help="Tenant schema (repeatable; default: every tenant)."
 )
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+all_opt = click.option(
+    "--all",
+    "all_schemas",
+    is_flag=True,
+    help="List every schema, not only those needing attention.",
+)
 
 
 def _cfg(ctx: click.Context) -> Any:
@@ -85,12 +94,12 @@ def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def _where(stream: str, schema: str, tenant: bool) -> str:
-    return f"{stream}/{schema}" if tenant else stream
+_revs = summary.revs
 
 
-def _revs(revs: Sequence[str]) -> str:
-    return ", ".join(revs) if revs else "<base>"
+def _echo_lines(lines: Sequence[str]) -> None:
+    for line in lines:
+        click.echo(line)
 
 
 def _script_line(sc: Script, verbose: bool = False) -> str:
@@ -114,14 +123,34 @@ def _report(results: Sequence[command.SchemaResult], as_json: bool) -> None:
     if as_json:
         _print_json([r.as_dict() for r in results])
         return
-    for r in results:
-        where = _where(r.stream, r.schema, r.tenant)
-        if r.error:
-            click.echo(f"{where}: FAILED: {r.error}")
-        elif r.changed:
-            click.echo(f"{where}: {_revs(r.before)} -> {_revs(r.after)} ({r.seconds:.2f}s)")
-        else:
-            click.echo(f"{where}: unchanged at {_revs(r.after)}")
+    _echo_lines([summary.result_line(r) for r in results])
+
+
+@contextlib.contextmanager
+def _graceful_interrupt(progress: RunProgress) -> Iterator[command.Interrupt]:
+    """Ctrl-C during a run: no new schema starts, those in flight finish (or roll back),
+    then the summary and exit 130. A second Ctrl-C abandons those in flight: the process
+    exits at once and their transactions roll back."""
+    interrupt = command.Interrupt()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupt
+        return
+
+    def on_sigint(_signum: int, _frame: Any) -> None:
+        if interrupt.stopped:
+            progress.note("abandoning the schemas in flight: their transactions roll back")
+            os._exit(130)
+        interrupt.stop()
+        progress.note(
+            "stopping: no new schema starts; waiting for those in flight to finish "
+            "(Ctrl-C again to abandon them)"
+        )
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield interrupt
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -257,51 +286,42 @@ def upgrade(
 ) -> None:
     """Upgrade every stream (or -s ...) and every tenant to REVISION (default head)."""
     progress = RunProgress(quiet=as_json)
-    try:
-        report = command.upgrade(
-            revision,
-            streams=streams,
-            tenants=tenants,
-            sql=sql,
-            jobs=jobs,
-            max_failures=max_failures,
-            retry_failed=retry_failed,
-            shard=shard,
-            on_plan=progress.plan,
-            on_result=progress.result,
-            config=_cfg(ctx),
-        )
-    except MigrationFailed as exc:
-        progress.close()
-        partial = getattr(exc, "report", None)
-        if partial is not None:
-            _upgrade_summary(partial, as_json)
-        raise
+    with _graceful_interrupt(progress) as interrupt:
+        try:
+            report = command.upgrade(
+                revision,
+                streams=streams,
+                tenants=tenants,
+                sql=sql,
+                jobs=jobs,
+                max_failures=max_failures,
+                retry_failed=retry_failed,
+                shard=shard,
+                on_plan=progress.plan,
+                on_result=progress.result,
+                interrupt=interrupt,
+                config=_cfg(ctx),
+            )
+        except (MigrationFailed, Interrupted) as exc:
+            progress.close()
+            partial = getattr(exc, "report", None)
+            if partial is not None:
+                _run_summary(partial, as_json)
+            raise
     progress.close()
     if not sql:
-        _upgrade_summary(report, as_json)
+        _run_summary(report, as_json)
 
 
-def _upgrade_summary(report: UpgradeReport, as_json: bool) -> None:
+def _run_summary(report: UpgradeReport, as_json: bool) -> None:
     if as_json:
         _print_json(report.as_dict())
         return
-    by_stream: dict[str, list[SchemaResult]] = {}
-    for r in report:
-        by_stream.setdefault(r.stream, []).append(r)
-    for stream, results in by_stream.items():
-        if len(results) <= PER_LINE_LIMIT:
-            _report(results, False)
-        else:
-            applied = sum(1 for r in results if r.status == "applied")
-            failed = [r for r in results if r.error]
-            click.echo(f"{stream}: {applied} applied, {len(failed)} failed")
-            for r in failed:
-                click.echo(f"{_where(r.stream, r.schema, r.tenant)}: FAILED: {r.error}")
-    for stream, n in report.at_target.items():
-        if n:
-            click.echo(f"{stream}: {n} tenant(s) already at target")
-    click.echo(f"done in {report.seconds:.2f}s (run {report.run_id})")
+    _echo_lines(summary.run_lines(report))
+    how = "interrupted after" if report.interrupted else "done in"
+    click.echo(
+        f"{how} {report.seconds:.2f}s" + (f" (run {report.run_id})" if report.run_id else "")
+    )
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -320,11 +340,24 @@ def downgrade(
     as_json: bool,
 ) -> None:
     """Downgrade a stream to REVISION (e.g. -1, base, or an id)."""
-    results = command.downgrade(
-        revision, streams=streams, tenants=tenants, sql=sql, config=_cfg(ctx)
-    )
+    progress = RunProgress(quiet=True)
+    with _graceful_interrupt(progress) as interrupt:
+        try:
+            report = command.downgrade(
+                revision,
+                streams=streams,
+                tenants=tenants,
+                sql=sql,
+                interrupt=interrupt,
+                config=_cfg(ctx),
+            )
+        except (MigrationFailed, Interrupted) as exc:
+            partial = getattr(exc, "report", None)
+            if isinstance(partial, UpgradeReport):
+                _run_summary(partial, as_json)
+            raise
     if not sql:
-        _report(results, as_json)
+        _run_summary(report, as_json)
 
 
 @cli.command()
@@ -362,9 +395,7 @@ def current(
     if as_json:
         _print_json([s.as_dict() for s in states])
         return
-    for s in states:
-        mark = " (head)" if s.at_head else f" ({s.pending} pending)"
-        click.echo(f"{_where(s.stream, s.schema, s.tenant)}: {_revs(s.current)}{mark}")
+    _echo_lines([summary.current_line(s) for s in states])
 
 
 @cli.command()
@@ -440,33 +471,41 @@ def merge(ctx: click.Context, stream: str, revisions: tuple[str, ...], message: 
 @cli.command()
 @stream_opt
 @tenant_opt
+@all_opt
 @json_opt
 @click.pass_context
 def check(
-    ctx: click.Context, streams: tuple[str, ...], tenants: tuple[str, ...], as_json: bool
+    ctx: click.Context,
+    streams: tuple[str, ...],
+    tenants: tuple[str, ...],
+    all_schemas: bool,
+    as_json: bool,
 ) -> None:
-    """Exit 1 when models and database differ (or revisions are pending), naming each difference."""
-    results = command.check(streams=streams, tenants=tenants, config=_cfg(ctx))
+    """Exit 1 when models and database differ (or revisions are pending), naming each difference.
+
+    Opens with counts per tenant stream, then lists only what needs attention (each drift
+    group once, with its tenants); --all (or --tenant) lists every schema."""
+    progress = ReadProgress(quiet=as_json)
+    try:
+        report = command.check(
+            streams=streams, tenants=tenants, on_progress=progress, config=_cfg(ctx)
+        )
+    finally:
+        progress.close()
     if as_json:
-        _print_json([r.as_dict() for r in results])
+        _print_json([r.as_dict() for r in report])
     else:
-        for r in results:
-            where = _where(r.stream, r.schema, r.tenant)
-            if r.clean:
-                click.echo(f"{where}: models match the database")
-            if r.pending:
-                click.echo(f"{where}: {r.pending} revision(s) not applied (run upgrade)")
-            for d in r.differences:
-                click.echo(f"{where}: {d}")
-    dirty = [r for r in results if not r.clean]
-    if dirty:
-        raise CheckFailed(f"{len(dirty)} schema(s) differ from their models")
+        _echo_lines(summary.check_lines(report, all_schemas=all_schemas or bool(tenants)))
+    failure = summary.check_failure(report)
+    if failure:
+        raise CheckFailed(failure)
 
 
 @cli.command()
 @stream_opt
 @tenant_opt
 @click.option("--no-drift", is_flag=True, help="Skip comparing models with the database.")
+@all_opt
 @json_opt
 @click.pass_context
 def status(
@@ -474,37 +513,27 @@ def status(
     streams: tuple[str, ...],
     tenants: tuple[str, ...],
     no_drift: bool,
+    all_schemas: bool,
     as_json: bool,
 ) -> None:
-    """Every schema and tenant: current revision, head, pending count, drift."""
-    states = command.status(streams=streams, tenants=tenants, drift=not no_drift, config=_cfg(ctx))
-    failures = command.last_failures(config=_cfg(ctx))
+    """Every schema and tenant: counts per stream first (revisions, pending, drift groups,
+    errors, failed, orphans), then only what needs attention; --all (or --tenant) lists
+    every schema."""
+    progress = ReadProgress(quiet=as_json)
+    try:
+        report = command.status(
+            streams=streams,
+            tenants=tenants,
+            drift=not no_drift,
+            on_progress=progress,
+            config=_cfg(ctx),
+        )
+    finally:
+        progress.close()
     if as_json:
-        edited = [e.as_dict() for s in states for e in s.edited]
-        _print_json(
-            {
-                "schemas": [s.as_dict() for s in states],
-                "last_failures": failures,
-                "edited": edited,
-            }
-        )
+        _print_json(report.as_dict())
         return
-    for s in states:
-        drift = (
-            "" if s.drift is None else (" drift: " + "; ".join(s.drift) if s.drift else " no drift")
-        )
-        click.echo(
-            f"{_where(s.stream, s.schema, s.tenant)}: at {_revs(s.current)}, head {_revs(s.heads)}, "
-            f"{s.pending} pending,{drift}"
-        )
-        for e in s.edited:
-            click.echo(f"  EDITED: {e.message}")
-    if failures:
-        click.echo("last failures (not succeeded since):")
-        for f in failures:
-            click.echo(
-                f"  {f['stream']}/{f['schema']} at {f['at']} (run {f['run_id']}): {f['error']}"
-            )
+    _echo_lines(summary.status_lines(report, all_schemas=all_schemas or bool(tenants)))
 
 
 @cli.command()
@@ -549,7 +578,10 @@ def tenants_list(ctx: click.Context, stream: str | None, as_json: bool) -> None:
         _print_json([t.as_dict() for t in found])
         return
     for t in found:
-        click.echo(f"{t.name}\t{_revs(t.current)}\t{t.pending} pending")
+        if t.error:
+            click.echo(f"{t.name}\t?\tERROR: {t.error}")
+        else:
+            click.echo(f"{t.name}\t{_revs(t.current)}\t{t.pending} pending")
     if not found:
         click.echo("no tenants")
 
@@ -614,8 +646,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.ClickException as exc:
         click.echo(f"alembic-schemas: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
-    except click.Abort:
+    except click.Abort as exc:
         click.echo("alembic-schemas: aborted", err=True)
-        sys.exit(1)
+        # Ctrl-C outside a run (click turns it into Abort): exit as a shell reports SIGINT.
+        sys.exit(130 if isinstance(exc.__cause__, KeyboardInterrupt) else 1)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,14 +25,24 @@ from alembic.script import Script
 from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
 
-from . import autogenerate, database, identifiers, offline, records, scaffold, sources, versions
+from . import database, drift, identifiers, offline, records, scaffold, sources, versions
 from .autogenerate.revision import autogenerate as autogenerate_revision
 from .config import ConfigArg, Project, find_config, load, load_project
-from .errors import ConfigError, DatabaseError, MigrationFailed, RevisionError
+from .errors import ConfigError, DatabaseError, Interrupted, MigrationFailed, RevisionError
 from .executor import Action, Executor, select_shard
 from .executor.executor import ensure_records
 from .executor.plan import parse_shard as _parse_shard
-from .results import CheckResult, EditedRevision, SchemaResult, SchemaState, UpgradeReport
+from .results import (
+    CheckReport,
+    CheckResult,
+    DriftGroup,
+    EditedRevision,
+    Orphan,
+    SchemaResult,
+    SchemaState,
+    StatusReport,
+    UpgradeReport,
+)
 from .streams import SCHEMA_KEY, Stream, streams_of
 
 P = ParamSpec("P")
@@ -68,18 +79,90 @@ def _raise_failures(results: Sequence[SchemaResult], note: str = "") -> None:
         raise exc
 
 
-def _states(conn: sa.Connection, stream: Stream, schemas: Sequence[str]) -> list[SchemaState]:
-    """States of many schemas of one stream from one bulk read of their version tables."""
-    found = versions.read_versions(conn, schemas, stream.version_table, bulk=True)
+def _unknown_revision(stream: Stream, current: Sequence[str]) -> str:
+    known = {sc.revision for sc in stream.script.walk_revisions()}
+    unknown = [r for r in current if r not in known] or list(current)
+    return (
+        f"version table {stream.version_table} names revision {', '.join(map(repr, unknown))}, "
+        f"which is not in the history of stream {stream.name!r}"
+    )
+
+
+def states(conn: sa.Connection, stream: Stream, schemas: Sequence[str]) -> list[SchemaState]:
+    """States of many schemas of one stream from one bulk read of their version tables. A
+    schema whose version table cannot be read, or names a revision the history does not
+    have, carries the reason in ``error`` (and ``pending`` None); the others are unaffected."""
+    unreadable: dict[str, str] = {}
+    found = versions.read_versions(
+        conn, schemas, stream.version_table, bulk=True, errors=unreadable
+    )
     conn.rollback()
     heads = tuple(sorted(stream.script.get_heads()))
-    pending = functools.lru_cache(maxsize=None)(
-        functools.partial(versions.pending_count, stream.script)
+
+    @functools.cache
+    def pending(current: tuple[str, ...]) -> tuple[int | None, str | None]:
+        try:
+            return versions.pending_count(stream.script, current), None
+        except (CommandError, AlembicRevisionError):
+            return None, _unknown_revision(stream, current)
+
+    out = []
+    for s in schemas:
+        count, error = (None, unreadable[s]) if s in unreadable else pending(found[s])
+        out.append(SchemaState(stream.name, s, stream.is_tenant, found[s], heads, count))
+        out[-1].error = error
+    return out
+
+
+class Interrupt:
+    """Stops a running ``upgrade`` or ``downgrade`` from another thread or a signal handler
+    (the CLI's Ctrl-C): no new schema starts, those in flight finish or roll back, and the
+    run ends with :class:`~alembic_schemas.errors.Interrupted` carrying its report."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.RLock()  # re-entrant: a signal handler may run inside watch()
+        self._executors: list[Executor] = []
+
+    @property
+    def stopped(self) -> bool:
+        return self._event.is_set()
+
+    def stop(self) -> None:
+        self._event.set()
+        with self._lock:
+            running = list(self._executors)
+        for ex in running:
+            ex.stop()
+
+    def watch(self, ex: Executor) -> None:
+        with self._lock:
+            self._executors.append(ex)
+        if self.stopped:
+            ex.stop()
+
+
+def _interrupted(report: UpgradeReport) -> Interrupted:
+    c = report.counts()
+    exc = Interrupted(
+        f"interrupted: {c['applied']} applied, {c['failed']} failed, {c['unchanged']} "
+        f"unchanged, {c['not_started']} not started"
+        + (f" (run {report.run_id})" if report.run_id else "")
     )
-    return [
-        SchemaState(stream.name, s, stream.is_tenant, found[s], heads, pending(found[s]))
-        for s in schemas
-    ]
+    exc.report = report  # type: ignore[attr-defined]
+    return exc
+
+
+def _not_started(
+    s: database.Session,
+    action: Action,
+    rest: Sequence[tuple[Stream, list[str]]],
+    report: UpgradeReport,
+) -> None:
+    """For streams a run never reached: how many schemas it would have started."""
+    for stream, names in rest:
+        report.streams[stream.name] = stream.is_tenant
+        report.not_started[stream.name] = len(Executor(stream, s.engine, action).plan(names).todo)
 
 
 def _each_schema(
@@ -89,11 +172,12 @@ def _each_schema(
     tenants: Sequence[str] | None,
     *,
     reverse: bool = False,
-) -> list[SchemaResult]:
+    interrupt: Interrupt | None = None,
+    record: bool = False,
+) -> UpgradeReport:
     """``action`` on every selected schema, one at a time; stops at the first failure."""
     project = load(config)
     sources.refuse_bad(tenants, project)
-    results: list[SchemaResult] = []
     with database.session(project) as s:
         selected = streams_of(project, streams)
         with s.connect() as conn:
@@ -102,11 +186,30 @@ def _each_schema(
                 (st, sources.targets(st, conn, tenants))
                 for st in (reversed(selected) if reverse else selected)
             ]
-        for stream, schemas in planned:
-            ex = Executor(stream, s.engine, action)
-            results += ex.run(ex.plan(schemas))
-            _raise_failures(results)
-    return results
+        run = _Run(s, None, action.verb, action.revision) if record else None
+        report = UpgradeReport(run.recorder.run_id if run else "")
+        try:
+            for i, (stream, schemas) in enumerate(planned):
+                ex = Executor(stream, s.engine, action)
+                if interrupt is not None:
+                    interrupt.watch(ex)
+                report.streams[stream.name] = stream.is_tenant
+                plan = ex.plan(schemas)
+                results = ex.run(plan)
+                report.extend(results)
+                report.not_started[stream.name] = len(plan.todo) - len(results)
+                stopped = interrupt is not None and interrupt.stopped
+                if report.failed or stopped:
+                    _not_started(s, action, planned[i + 1 :], report)
+                    report.interrupted = stopped
+                    break
+        finally:
+            if run is not None:
+                run.finish(report)
+    if report.interrupted:
+        raise _interrupted(report)
+    _raise_failures(report)
+    return report
 
 
 # --- verbs ---------------------------------------------------------------------------
@@ -209,14 +312,24 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 class _Run:
-    """One upgrade run's record: each result is recorded as it comes; a record the database
-    refuses (read-only, disk full) neither hides the migrations' outcome nor stops them."""
+    """One run's record: a row for the run, and (for upgrade) each result recorded as it
+    comes; a record the database refuses (read-only, disk full) neither hides the
+    migrations' outcome nor stops them."""
 
-    def __init__(self, s: database.Session, on_result: Callable[[SchemaResult], None] | None):
+    def __init__(
+        self,
+        s: database.Session,
+        on_result: Callable[[SchemaResult], None] | None,
+        verb: str,
+        revision: str,
+    ):
         ensure_records(s.engine)
+        self.engine = s.engine
         self.recorder = records.Recorder(s.engine)
         self.on_result = on_result
         self.unrecorded: list[str] = []
+        self.seen: list[SchemaResult] = []
+        self._write(lambda: records.start_run(s.engine, self.recorder.run_id, verb, revision))
 
     def _write(self, write: Callable[[], None]) -> None:
         try:
@@ -225,12 +338,20 @@ class _Run:
             self.unrecorded.append(database.describe(exc))
 
     def done(self, result: SchemaResult) -> None:
+        self.seen.append(result)
         self._write(lambda: self.recorder.add(result))
         if self.on_result is not None:
             self.on_result(result)
 
     def flush(self) -> None:
         self._write(self.recorder.flush)
+
+    def finish(self, report: UpgradeReport) -> None:
+        """Write what is buffered, then how the run ended."""
+        self.flush()
+        outcome = "interrupted" if report.interrupted else "failed" if report.failed else "done"
+        run_id = self.recorder.run_id
+        self._write(lambda: records.finish_run(self.engine, run_id, outcome, report.counts()))
 
 
 @_user_errors
@@ -247,6 +368,7 @@ def upgrade(
     shard: str | tuple[int, int] | None = None,
     on_plan: Callable[[str, int, int], None] | None = None,
     on_result: Callable[[SchemaResult], None] | None = None,
+    interrupt: Interrupt | None = None,
     config: ConfigArg = None,
 ) -> UpgradeReport:
     """Upgrade every selected stream (default all, in dependency order) to ``revision``.
@@ -255,9 +377,11 @@ def upgrade(
     the CPU count). After more than ``max_failures`` failed schemas no new schema starts.
     ``retry_failed`` narrows each tenant stream to the tenants that failed in its last run;
     ``shard`` "K/N" to a stable 1/N of them. ``on_plan(stream, total, todo)`` and
-    ``on_result(result)`` report progress. With ``sql``, writes the SQL to ``output`` and
-    touches no database. Returns the UpgradeReport; raises MigrationFailed (with ``.report``)
-    when anything failed, ConfigError/RevisionError for bad arguments.
+    ``on_result(result)`` report progress; ``interrupt.stop()`` stops the run. With
+    ``sql``, writes the SQL to ``output`` and touches no database. Returns the UpgradeReport
+    (applied, unchanged, failed and not started, per stream); raises MigrationFailed (with
+    ``.report``) when anything failed, Interrupted (with ``.report``) when stopped,
+    ConfigError/RevisionError for bad arguments.
     """
     project = load(config)
     sources.refuse_bad(tenants, project)
@@ -274,36 +398,50 @@ def upgrade(
     workers = max(1, jobs or project.jobs or os.cpu_count() or 1)
     shard_kn = parse_shard(shard) if isinstance(shard, str) else shard
     started = time.perf_counter()
+    action = Action("upgrade", revision)
     with database.session(project, pool_size=workers + 2) as s:
-        run = _Run(s, on_result)
+        run = _Run(s, on_result, "upgrade", revision)
         report = UpgradeReport(run.recorder.run_id)
         try:
-            for stream in selected:
-                with s.connect() as conn:
-                    names = sources.targets(stream, conn, tenants, new=True)  # creates them
-                    if retry_failed and stream.is_tenant:
-                        failed = set(records.last_run_failures(conn, stream.name))
-                        names = [n for n in names if n in failed]
-                if stream.is_tenant:
-                    names = select_shard(names, shard_kn)
+            for i, stream in enumerate(selected):
+                names = _upgrade_targets(s, stream, tenants, retry_failed, shard_kn)
                 ex = Executor(
                     stream,
                     s.engine,
-                    Action("upgrade", revision),
+                    action,
                     jobs=workers,
                     max_failures=max_failures - len(report.failed),
                     on_result=run.done,
                 )
+                if interrupt is not None:
+                    interrupt.watch(ex)
+                report.streams[stream.name] = stream.is_tenant
                 plan = ex.plan(names)
                 report.at_target[stream.name] = len(names) - len(plan.todo)
                 if on_plan is not None:
                     on_plan(stream.name, len(names), len(plan.todo))
-                report.extend(ex.run(plan))
-                if len(report.failed) > max_failures:
+                results = ex.run(plan)
+                report.extend(results)
+                report.not_started[stream.name] = len(plan.todo) - len(results)
+                report.interrupted = interrupt is not None and interrupt.stopped
+                if len(report.failed) > max_failures or report.interrupted:
+                    rest = [
+                        (st, _upgrade_targets(s, st, tenants, retry_failed, shard_kn))
+                        for st in selected[i + 1 :]
+                    ]
+                    _not_started(s, action, rest, report)
                     break
+        except KeyboardInterrupt:
+            # No Interrupt was given (an application's main thread): the executor let the
+            # schemas in flight finish; record what happened, then let the interrupt go on.
+            report.extend(r for r in run.seen if r not in report)
+            report.interrupted = True
+            raise
         finally:
-            run.flush()
-    report.seconds = time.perf_counter() - started
+            run.finish(report)
+            report.seconds = time.perf_counter() - started
+    if report.interrupted:
+        raise _interrupted(report)
     note = f" (run record not written: {run.unrecorded[0]})" if run.unrecorded else ""
     _raise_failures(report, note)
     if run.unrecorded:
@@ -311,6 +449,23 @@ def upgrade(
             f"every migration succeeded, but the run record was not written: {run.unrecorded[0]}"
         )
     return report
+
+
+def _upgrade_targets(
+    s: database.Session,
+    stream: Stream,
+    tenants: Sequence[str] | None,
+    retry_failed: bool,
+    shard: tuple[int, int] | None,
+) -> list[str]:
+    """The schemas an upgrade takes in ``stream``: the selection, narrowed to the last run's
+    failures (``retry_failed``) and to a shard."""
+    with s.connect() as conn:
+        names = sources.targets(stream, conn, tenants, new=True)
+        if retry_failed and stream.is_tenant:
+            failed = set(records.last_run_failures(conn, stream.name))
+            names = [n for n in names if n in failed]
+    return select_shard(names, shard) if stream.is_tenant else names
 
 
 @_user_errors
@@ -321,10 +476,13 @@ def downgrade(
     tenants: Sequence[str] | None = None,
     sql: bool = False,
     output: IO[str] | None = None,
+    interrupt: Interrupt | None = None,
     config: ConfigArg = None,
-) -> list[SchemaResult]:
+) -> UpgradeReport:
     """Downgrade the named streams (dependents first) to ``revision`` (``-1``, ``base``, an
-    id). Returns one result per schema; raises MigrationFailed at the first failure."""
+    id). Returns one result per schema (with the counts of an UpgradeReport); raises
+    MigrationFailed at the first failure, Interrupted when ``interrupt`` stopped it (both
+    with ``.report``)."""
     if not streams:
         raise ConfigError("downgrade needs -s STREAM")
     if sql:
@@ -335,8 +493,16 @@ def downgrade(
             lambda cfg: alembic_command.downgrade(cfg, revision, sql=True),
             output,
         )
-        return []
-    return _each_schema(Action("downgrade", revision), config, streams, tenants, reverse=True)
+        return UpgradeReport()
+    return _each_schema(
+        Action("downgrade", revision),
+        config,
+        streams,
+        tenants,
+        reverse=True,
+        interrupt=interrupt,
+        record=True,
+    )
 
 
 @_user_errors
@@ -347,7 +513,7 @@ def stamp(
     tenants: Sequence[str] | None = None,
     purge: bool = False,
     config: ConfigArg = None,
-) -> list[SchemaResult]:
+) -> UpgradeReport:
     """Set the version row(s) without running migrations; one result per schema."""
     return _each_schema(Action("stamp", revision, purge), config, streams, tenants)
 
@@ -359,15 +525,19 @@ def current(
     tenants: Sequence[str] | None = None,
     config: ConfigArg = None,
 ) -> list[SchemaState]:
-    """The applied revision(s) of every selected schema (a few queries per stream)."""
+    """The applied revision(s) of every selected schema (a few queries per stream); a schema
+    that cannot be read carries the reason in ``error``."""
     project = load(config)
     sources.refuse_bad(tenants, project)
     out: list[SchemaState] = []
     with database.session(project) as s:
         for stream in streams_of(project, streams):
             with s.connect() as conn:
-                out += _states(conn, stream, sources.targets(stream, conn, tenants))
+                out += states(conn, stream, sources.targets(stream, conn, tenants))
     return out
+
+
+Progress = Callable[[str, int, int], None]
 
 
 @_user_errors
@@ -376,34 +546,125 @@ def status(
     streams: Sequence[str] | None = None,
     tenants: Sequence[str] | None = None,
     drift: bool = True,
+    on_progress: Progress | None = None,
     config: ConfigArg = None,
-) -> list[SchemaState]:
+) -> StatusReport:
     """Every schema and tenant: current revision, head, pending count, edited revisions and
     (unless ``drift`` is false, or the stream has no metadata) the differences between the
-    models and the schema."""
+    models and the schema, compared once per group of tenants with the same structure.
+
+    Returns a StatusReport: the list of SchemaState, plus ``groups`` (drift groups),
+    ``orphans`` (schemas holding a tenant stream's version table that its source does not
+    list; only when no ``tenants`` are named), ``failures`` (last failed attempts not
+    resolved since), ``last_run`` and per-stream ``summaries()``. One schema that cannot be
+    read or compared is reported in its state's ``error``; the others are unaffected.
+    ``on_progress(phase, done, total)`` reports long reads."""
     project = load(config)
     sources.refuse_bad(tenants, project)
-    out: list[SchemaState] = []
+    report = StatusReport()
+    report.drift = drift
     with database.session(project) as s:
-        for stream in streams_of(project, streams):
+        selected = streams_of(project, streams)
+        listed: dict[str, list[str]] = {}
+        for stream in selected:
             with s.connect() as conn:
+                if on_progress is not None:
+                    on_progress(f"{stream.name}: listing schemas", 0, 1)
                 names = sources.targets(stream, conn, tenants)
-                edited: dict[str, list[EditedRevision]] = {}
-                for e in records.edited_revisions(
-                    conn, stream.script, stream.name, names, tenant=stream.is_tenant
-                ):
-                    edited.setdefault(e.schema, []).append(e)
-                conn.rollback()
-                for state in _states(conn, stream, names):
-                    state.edited = edited.get(state.schema, [])
-                    if drift and stream.metadata is not None:
-                        with conn.begin():
-                            state.drift = [
-                                autogenerate.describe(d)
-                                for d in autogenerate.compare(stream, state.schema, conn)
-                            ]
-                    out.append(state)
-    return out
+                listed[stream.name] = names
+                found, groups = _stream_status(conn, stream, names, drift, on_progress)
+                report.extend(found)
+                report.groups += groups
+                heads = tuple(sorted(stream.script.get_heads()))
+                report.streams.append((stream.name, stream.is_tenant, heads))
+        with s.connect() as conn:
+            if not tenants:
+                report.orphans = _orphans(conn, project, selected, listed)
+            report.failures = _unresolved_failures(conn, project)
+            report.last_run = records.last_run(conn)
+    return report
+
+
+def _stream_status(
+    conn: sa.Connection,
+    stream: Stream,
+    names: Sequence[str],
+    with_drift: bool,
+    on_progress: Progress | None,
+) -> tuple[list[SchemaState], list[DriftGroup]]:
+    """The stream's states, with drift compared once per group of equal structure."""
+    edited: dict[str, list[EditedRevision]] = {}
+    for e in records.edited_revisions(
+        conn, stream.script, stream.name, names, tenant=stream.is_tenant
+    ):
+        edited.setdefault(e.schema, []).append(e)
+    conn.rollback()
+    if on_progress is not None:
+        on_progress(f"{stream.name}: reading versions", 0, len(names))
+    found = states(conn, stream, names)
+    for state in found:
+        state.edited = edited.get(state.schema, [])
+    if not with_drift or stream.metadata is None:
+        return found, []
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if on_progress is not None:
+            on_progress(f"{stream.name}: {phase}", done, total)
+
+    groups = drift.fleet_drift(stream, conn, names, progress)
+    by_schema = {st.schema: st for st in found}
+    for group in groups:
+        for schema in group.schemas:
+            st = by_schema[schema]
+            st.drift = group.differences
+            st.drift_group = group.id or None
+            if group.error:
+                st.error = "; ".join(e for e in (st.error, group.error) if e)
+    return found, groups
+
+
+def _orphans(
+    conn: sa.Connection, project: Project, selected: Sequence[Stream], listed: dict[str, list[str]]
+) -> list[Orphan]:
+    """Orphans of each selected tenant stream: not listed by it, nor by any other stream."""
+    tenant_streams = [Stream(project, c) for c in project.streams.values() if c.is_tenant]
+    claimed: set[str] = set()
+    for st in tenant_streams:
+        claimed.update(listed[st.name] if st.name in listed else sources.names(st, conn))
+    conn.rollback()
+    return [o for st in selected if st.is_tenant for o in sources.orphans(st, conn, claimed)]
+
+
+def _unresolved_failures(
+    conn: sa.Connection, project: Project, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The latest failed attempts not succeeded since, without those whose schema has been
+    brought to the failed run's target another way since (``stamp``, by hand)."""
+    failures = records.recent_failures(conn, None)
+    conn.rollback()
+    now: dict[tuple[str, str], tuple[str, ...]] = {}
+    for name, config in project.streams.items():
+        schemas = sorted({f["schema"] for f in failures if f["stream"] == name})
+        if schemas:
+            unreadable: dict[str, str] = {}
+            found = versions.read_versions(
+                conn, schemas, config.version_table, bulk=True, errors=unreadable
+            )
+            conn.rollback()
+            now.update({(name, s): found[s] for s in schemas if s not in unreadable})
+    out = [f for f in failures if not _resolved(project, f, now.get((f["stream"], f["schema"])))]
+    return out[:limit] if limit is not None else out
+
+
+def _resolved(project: Project, failure: dict[str, Any], current: tuple[str, ...] | None) -> bool:
+    """The schema is now at the revision the failed run aimed at."""
+    if current is None or failure["revision"] is None or failure["stream"] not in project.streams:
+        return False
+    stream = Stream(project, project.streams[failure["stream"]])
+    try:
+        return current == versions.resolve(stream.script, failure["revision"])
+    except (CommandError, AlembicRevisionError):  # e.g. a relative target: not knowable
+        return False
 
 
 @_user_errors
@@ -430,9 +691,11 @@ def verify(
 
 
 def last_failures(*, limit: int = 20, config: ConfigArg = None) -> list[dict[str, Any]]:
-    """The latest failed attempts (from the run record) whose schema has not succeeded since."""
-    with database.session(load(config)) as s, s.connect() as conn:
-        return records.recent_failures(conn, limit)
+    """The latest failed attempts (from the run record) whose schema has not succeeded
+    since, nor been brought to the failed run's target another way (stamp, by hand)."""
+    project = load(config)
+    with database.session(project) as s, s.connect() as conn:
+        return _unresolved_failures(conn, project, limit)
 
 
 @_user_errors
@@ -440,13 +703,15 @@ def check(
     *,
     streams: Sequence[str] | None = None,
     tenants: Sequence[str] | None = None,
+    on_progress: Progress | None = None,
     config: ConfigArg = None,
-) -> list[CheckResult]:
-    """Compare models with the database; a result is clean when at head and no differences."""
-    return [
-        CheckResult(st.stream, st.schema, st.tenant, st.pending, st.drift or [])
-        for st in status(streams=streams, tenants=tenants, config=config)
-    ]
+) -> CheckReport:
+    """Compare models with the database; a result is clean when at head, with no
+    differences and no error. The CheckReport (a list of CheckResult) keeps the status it
+    was made from in ``.status`` (counts, drift groups, orphans)."""
+    return CheckReport(
+        status(streams=streams, tenants=tenants, on_progress=on_progress, config=config)
+    )
 
 
 @_user_errors
@@ -508,11 +773,14 @@ def alembic_config(stream: str, *, schema: str | None = None, config: ConfigArg 
 
 
 __all__ = [
+    "CheckReport",
     "CheckResult",
     "InitResult",
+    "Interrupt",
     "Project",
     "SchemaResult",
     "SchemaState",
+    "StatusReport",
     "UpgradeReport",
     "add_stream",
     "alembic_config",

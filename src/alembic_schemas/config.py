@@ -47,6 +47,7 @@ _STREAM_KEYS: dict[str, type | tuple[type, ...]] = {
     "owner": str,
     "version_table": str,
     "grants": (list, dict),
+    "register": str,
 }
 
 # Privileges a stream's `grants` may give on tables: a fixed allow-list, so configured text is
@@ -69,6 +70,7 @@ class StreamConfig:
     owner: str | None = None
     version_table: str = "alembic_version"
     grants: Grants = ()  # (role, table privileges), validated
+    register: str | None = None  # SQL run when `tenants create` adds a tenant; binds :name
 
     @property
     def is_tenant(self) -> bool:
@@ -217,6 +219,20 @@ def _version_table(where: str, name: object) -> str:
     return checked
 
 
+_NAME_PARAMETER = re.compile(r"(?<![:\w]):name\b")
+
+
+def _check_register(where: str, sql: str, tenants: object) -> None:
+    """SQL that registers a new tenant with its source: bound :name, tenant streams only."""
+    if tenants is None:
+        raise ConfigError(f"{where}: 'register' is only for tenant streams")
+    if not _NAME_PARAMETER.search(sql):
+        raise ConfigError(
+            f"{where}: register must use the bound parameter :name for the tenant, e.g. "
+            "INSERT INTO shared.tenant (schema_name) VALUES (:name)"
+        )
+
+
 def _duration(where: str, key: str, value: str) -> str:
     if not _DURATION.match(value.strip()):
         raise ConfigError(f"{where}: {key} {value!r} is not a duration like '5s', '500ms' or '0'")
@@ -256,6 +272,9 @@ def _build(config_path: Path, data: dict[str, Any]) -> Project:
         depends = raw.get("depends_on", [])
         if not all(isinstance(d, str) for d in depends):
             raise ConfigError(f"{swhere}: depends_on must be a list of stream names")
+        register = raw.get("register")
+        if register is not None:
+            _check_register(swhere, register, tenants)
         streams[name] = StreamConfig(
             name=name,
             schema=schema,
@@ -265,6 +284,7 @@ def _build(config_path: Path, data: dict[str, Any]) -> Project:
             owner=owner,
             grants=grants,
             version_table=_version_table(swhere, raw.get("version_table", default_vt)),
+            register=register,
         )
     schemas_seen: dict[str, str] = {}
     for s in streams.values():

@@ -35,6 +35,13 @@ class MigrationFailed(AlembicSchemasError):
     """A migration ran and failed (exit 1)."""
 
 
+class Interrupted(AlembicSchemasError):
+    """A run stopped on request (Ctrl-C): no new schema started, those in flight finished or
+    rolled back (exit 130, as a shell reports SIGINT)."""
+
+    exit_code = 130
+
+
 class CheckFailed(AlembicSchemasError):
     """``check`` found differences between the models and the database (exit 1)."""
 

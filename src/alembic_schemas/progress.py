@@ -8,11 +8,28 @@ import time
 from typing import IO, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from .results import SchemaResult
+from .summary import PER_LINE_LIMIT
 
-PER_LINE_LIMIT = 20  # at most this many schemas: one line each instead of a bar
+READ_DELAY = 0.5  # seconds a read runs before its progress shows
+
+
+def eta(done: int, total: int, elapsed: float) -> str:
+    """Time left at the rate so far, like ``1m05s``; ``-`` before anything is done."""
+    if done <= 0 or elapsed <= 0:
+        return "-"
+    left = round((total - done) * elapsed / done)
+    minutes, seconds = divmod(left, 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 class RunProgress:
@@ -49,6 +66,8 @@ class RunProgress:
                 TextColumn("{task.remaining:.0f} remaining"),
                 TextColumn("{task.fields[rate]}/s"),
                 TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
                 console=Console(file=self.out),
                 transient=False,
             )
@@ -71,7 +90,8 @@ class RunProgress:
                 self._last_line = time.monotonic()
                 self._print(
                     f"{self._stream}: {self._done}/{self._todo} done, {self._failed} failed, "
-                    f"{self._todo - self._done} remaining, {rate}/s"
+                    f"{self._todo - self._done} remaining, {rate}/s, "
+                    f"ETA {eta(self._done, self._todo, elapsed)}"
                 )
 
     def close(self) -> None:
@@ -79,5 +99,48 @@ class RunProgress:
             self._bar.stop()
             self._bar = None
 
+    def note(self, text: str) -> None:
+        """A line on a fresh line (after a ``^C`` the terminal echoed), above any bar.
+        Safe in a signal handler: takes no lock."""
+        bar = self._bar
+        if bar is not None:
+            bar.console.print(f"\nalembic-schemas: {text}")
+        else:
+            lead = "\n" if self.tty else ""
+            print(f"{lead}alembic-schemas: {text}", file=self.out, flush=True)
+
     def _print(self, text: str) -> None:
         print(f"alembic-schemas: {text}", file=self.out, flush=True)
+
+
+class ReadProgress:
+    """``on_progress(phase, done, total)`` of long reads (status, check): a transient bar on
+    a terminal once a read takes longer than READ_DELAY; nothing otherwise."""
+
+    def __init__(self, stream: IO[str] | None = None, quiet: bool = False) -> None:
+        self.out = stream or sys.stderr
+        self.enabled = not quiet and self.out.isatty()
+        self._started = time.monotonic()
+        self._bar: Progress | None = None
+        self._task: Any = None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if not self.enabled or time.monotonic() - self._started < READ_DELAY:
+            return
+        if self._bar is None:
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(file=self.out),
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(phase, total=total)
+        self._bar.update(self._task, description=phase, completed=done, total=max(total, 1))
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

@@ -5,6 +5,11 @@
 Created on first use (its own schema). ``upgrade --retry-failed`` reads the tenants whose
 attempt failed in a stream's last run; ``status`` shows the last failures.
 
+``alembic_schemas.run`` holds one row per ``upgrade``/``downgrade`` run: what it aimed at,
+when it started and ended, how it ended (``running`` until then; ``done``, ``failed`` or
+``interrupted``) and its counts. ``status`` shows an interrupted last run, and a failed
+attempt stops counting as a failure once its schema is at the run's target.
+
 ``alembic_schemas.applied`` holds, per (stream, schema), each applied revision and the
 sha256 of its file when it was applied, written in the migration's own transaction;
 ``verify`` (and ``status``) report revisions whose file changed since.
@@ -54,6 +59,20 @@ attempt = sa.Table(
     sa.Column("seconds", sa.Float, nullable=False),
     sa.Column("error", sa.Text),
     sa.Column("recorded_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+run = sa.Table(
+    "run",
+    metadata,
+    sa.Column("run_id", sa.String(36), primary_key=True),
+    sa.Column("verb", sa.String(16), nullable=False),
+    sa.Column("revision", sa.Text, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False, server_default="running"),
+    sa.Column("applied", sa.Integer),
+    sa.Column("unchanged", sa.Integer),
+    sa.Column("failed", sa.Integer),
+    sa.Column("not_started", sa.Integer),
+    sa.Column("started_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
 )
 applied = sa.Table(
     "applied",
@@ -168,12 +187,18 @@ def last_run_failures(conn: Connection, stream: str) -> list[str]:
     return list(conn.execute(query).scalars())
 
 
-def recent_failures(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
-    """The latest failed attempts whose schema has not succeeded since (one per schema)."""
+def recent_failures(conn: Connection, limit: int | None = 20) -> list[dict[str, Any]]:
+    """The latest failed attempts whose schema has not succeeded since (one per schema),
+    newest first, with the revision their run aimed at (``revision``: None when unknown) and
+    where the schema was left (``to``)."""
     if not _exists(conn, attempt):
         return []
     # Only each schema's latest attempt: a schema that failed twice is listed once, with
     # its latest error, and one that succeeded since is not listed.
+    target: Any = sa.null()
+    joined: Any = attempt
+    if _exists(conn, run):
+        target, joined = run.c.revision, attempt.outerjoin(run, run.c.run_id == attempt.c.run_id)
     query = (
         sa.select(
             attempt.c.run_id,
@@ -181,7 +206,10 @@ def recent_failures(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
             attempt.c.schema_name,
             attempt.c.error,
             attempt.c.recorded_at,
+            attempt.c.to_rev,
+            target.label("revision"),
         )
+        .select_from(joined)
         .where(_latest_failed())
         .order_by(attempt.c.id.desc())
         .limit(limit)
@@ -193,9 +221,41 @@ def recent_failures(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
             "schema": r.schema_name,
             "error": r.error,
             "at": r.recorded_at.isoformat(),
+            "revision": r.revision,
+            "to": [v for v in r.to_rev.split(",") if v],
         }
         for r in conn.execute(query)
     ]
+
+
+def start_run(engine: Engine, run_id: str, verb: str, revision: str) -> None:
+    """The run's row, before its first schema (the tables exist: :func:`ensure`)."""
+    with database.connect(engine) as conn, conn.begin():
+        conn.execute(run.insert().values(run_id=run_id, verb=verb, revision=revision))
+
+
+def finish_run(engine: Engine, run_id: str, outcome: str, counts: dict[str, int]) -> None:
+    """How the run ended (``done``, ``failed``, ``interrupted``) and its counts."""
+    wanted = {k: v for k, v in counts.items() if k in run.c}
+    with database.connect(engine) as conn, conn.begin():
+        conn.execute(
+            run.update()
+            .where(run.c.run_id == run_id)
+            .values(outcome=outcome, finished_at=sa.func.now(), **wanted)
+        )
+
+
+def last_run(conn: Connection) -> dict[str, Any] | None:
+    """The latest run's row, or None."""
+    if not _exists(conn, run):
+        return None
+    row = conn.execute(sa.select(run).order_by(run.c.started_at.desc()).limit(1)).first()
+    if row is None:
+        return None
+    found = dict(row._mapping)
+    for key in ("started_at", "finished_at"):
+        found[key] = found[key].isoformat() if found[key] is not None else None
+    return found
 
 
 # --- applied revisions and their checksums ------------------------------------------------

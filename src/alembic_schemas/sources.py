@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from . import catalog, database, identifiers
+from . import catalog, database, identifiers, versions
 from .config import Project
 from .errors import ConfigError, DatabaseError
+from .results import Orphan
 from .streams import Stream, resolve_attr
 
 log = logging.getLogger("alembic_schemas")
@@ -113,3 +114,56 @@ def targets(
             f"{stream.name!r} (no such schema{pl}, and not listed by {stream.config.tenants})"
         )
     return wanted
+
+
+# --- tenants the source does not list ------------------------------------------------------
+
+
+def orphans(stream: Stream, conn: Connection, claimed: Collection[str]) -> list[Orphan]:
+    """Schemas holding the stream's version table, at one of its revisions (or none), that
+    neither its source nor anything else (``claimed``) lists; never a named stream's schema,
+    ``public`` or the tool's own."""
+    named = {s.schema for s in stream.project.streams.values() if s.schema}
+    candidates = [
+        s
+        for s in catalog.schemas_holding_table(conn, stream.version_table)
+        if s not in claimed and s not in named and not identifiers.is_never_tenant(s)
+    ]
+    if not candidates:
+        return []
+    unreadable: dict[str, str] = {}
+    found = versions.read_versions(
+        conn, candidates, stream.version_table, bulk=True, errors=unreadable
+    )
+    conn.rollback()
+    known = {sc.revision for sc in stream.script.walk_revisions()}
+    # Another history's version table (another tool, another stream) is none of ours.
+    return [
+        Orphan(stream.name, s, found[s])
+        for s in candidates
+        if s not in unreadable and set(found[s]) <= known
+    ]
+
+
+def register(stream: Stream, conn: Connection, name: str) -> None:
+    """Run the stream's ``register`` SQL for a new tenant, in the caller's transaction."""
+    if stream.config.register is not None:
+        conn.execute(sa.text(stream.config.register), {"name": name})
+
+
+def require_listed(stream: Stream, conn: Connection, name: str) -> None:
+    """Refuse (ConfigError) a new tenant the source does not list: upgrade, status and
+    ``tenants list`` would never see it. Run in the creating transaction, after
+    :func:`register`, so that whatever the source reads already holds the tenant."""
+    if name in names(stream, conn):
+        return
+    source = stream.config.tenants
+    hint = (
+        f'set register = "...(:name)" on stream {stream.name!r} to add it to the source'
+        if stream.config.register is None
+        else f"the register SQL of stream {stream.name!r} did not make the source list it"
+    )
+    raise ConfigError(
+        f"tenant {name!r} would not be listed by {source} after creation, so upgrade, "
+        f"status and tenants list would never see it: {hint}"
+    )

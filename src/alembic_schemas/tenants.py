@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from . import catalog, command, database, identifiers, locks, provision, records, versions
+from . import catalog, command, database, identifiers, locks, provision, records, sources, versions
 from .config import ConfigArg, Project, load
 from .errors import AlembicSchemasError, ConfigError, MigrationFailed
 from .results import SchemaResult
@@ -29,7 +29,8 @@ class TenantInfo:
     stream: str
     name: str
     current: tuple[str, ...]
-    pending: int
+    pending: int | None  # None: not known (see error)
+    error: str | None = None  # its version table could not be read, or names no revision
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -37,6 +38,7 @@ class TenantInfo:
             "tenant": self.name,
             "current": list(self.current),
             "pending": self.pending,
+            "error": self.error,
         }
 
 
@@ -56,16 +58,13 @@ def tenant_stream(project: Any, stream: str | None) -> Stream:
 
 
 def list_tenants(*, stream: str | None = None, config: ConfigArg = None) -> list[TenantInfo]:
-    """Every tenant of the source with its revision and pending count (two queries)."""
+    """Every tenant of the source with its revision and pending count (a few queries); a
+    tenant whose version cannot be read or is unknown to the history carries the reason."""
     project = load(config)
     st = tenant_stream(project, stream)
     with database.session(project) as s, s.connect() as conn:
-        tenants = names(st, conn)
-        found = versions.read_versions(conn, tenants, st.version_table, bulk=True)
-    return [
-        TenantInfo(st.name, t, found[t], versions.pending_count(st.script, found[t]))
-        for t in tenants
-    ]
+        states = command.states(conn, st, names(st, conn))
+    return [TenantInfo(st.name, t.schema, t.current, t.pending, t.error) for t in states]
 
 
 def create(
@@ -95,7 +94,9 @@ def create(
         # The caller's database, not the configured URL (which may be absent: no embedded
         # server is started for an app that brings its own connection).
         sql = provision.get_snapshot(st, connection.engine)
-        provision.provision(st, connection, name, sql)
+        with connection.begin_nested():  # refused: the caller's transaction is as it was
+            provision.provision(st, connection, name, sql)
+            _register(st, connection, name)
         after = versions.current_heads(connection, st.version_table, name)
         return SchemaResult(st.name, name, True, (), after, time.perf_counter() - started)
     with database.session(project) as s:
@@ -103,26 +104,51 @@ def create(
             _refuse_existing(conn, name)
             conn.rollback()
         if replay:
-            try:
-                report = command.upgrade(streams=[st.name], tenants=[name], jobs=1, config=project)
-            except MigrationFailed as exc:
-                # An autocommit_block in the history commits the revisions before it: a
-                # failed create must not leave a half-provisioned tenant behind.
-                with s.connect() as conn, conn.begin():
-                    if _drop_schema(conn, project, st, name):
-                        exc.args = (f"{exc} (the partly created schema was dropped)",)
-                raise
-            return report[0]
+            return _create_by_replay(s, st, name)
         try:
             sql = provision.get_snapshot(st, s.engine)
             with s.connect() as conn:
                 with conn.begin():
                     provision.provision(st, conn, name, sql, timeouts=schema_tx.timeouts(project))
+                    _register(st, conn, name)
                 after = versions.current_heads(conn, st.version_table, name)
                 conn.rollback()
         except sa.exc.DBAPIError as exc:  # e.g. a read-only database: say which tenant
             raise MigrationFailed(f"{st.name}/{name}: {database.describe(exc)}") from None
     return SchemaResult(st.name, name, True, (), after, time.perf_counter() - started)
+
+
+def _register(st: Stream, conn: Connection, name: str) -> None:
+    """In the creating transaction: the stream's ``register`` SQL, then the source must list
+    the new tenant (ConfigError otherwise, and the transaction is rolled back)."""
+    sources.register(st, conn, name)
+    sources.require_listed(st, conn, name)
+
+
+def _create_by_replay(s: database.Session, st: Stream, name: str) -> SchemaResult:
+    """Migrate the new tenant revision by revision. The migration commits on its own (an
+    autocommit_block commits what precedes it), so the source is first asked in a
+    transaction that is rolled back, and ``register`` runs once the tenant is at head."""
+    with s.connect() as conn:
+        try:
+            database.run_sql(conn, schema_tx.create_schema_sql(name))
+            _register(st, conn, name)
+        finally:
+            conn.rollback()
+    try:
+        report = command.upgrade(streams=[st.name], tenants=[name], jobs=1, config=s.project)
+        with s.connect() as conn, conn.begin():
+            _register(st, conn, name)
+    except (AlembicSchemasError, sa.exc.DBAPIError) as exc:
+        # A failed create must not leave a half-provisioned (or unlisted) tenant behind.
+        error = exc
+        if isinstance(exc, sa.exc.DBAPIError):
+            error = MigrationFailed(f"{st.name}/{name}: {database.describe(exc)}")
+        with s.connect() as conn, conn.begin():
+            if _drop_schema(conn, s.project, st, name):
+                error.args = (f"{error} (the partly created schema was dropped)",)
+        raise error from (exc if error is not exc else None)
+    return report[0]
 
 
 def _refuse_existing(conn: Connection, name: str) -> None:

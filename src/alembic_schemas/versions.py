@@ -40,28 +40,71 @@ def current_heads(conn: Connection, table: str, schema: str) -> Heads:
 
 
 def read_versions(
-    conn: Connection, schemas: Sequence[str], table: str, *, bulk: bool = False
+    conn: Connection,
+    schemas: Sequence[str],
+    table: str,
+    *,
+    bulk: bool = False,
+    errors: dict[str, str] | None = None,
 ) -> dict[str, Heads]:
     """Every schema's version rows in a few round trips; a schema without one is at base.
 
     ``bulk``: end the transaction after each chunk. Reading a table locks it until the
-    transaction ends, and 10,000 tenants' locks overflow the server's lock table."""
+    transaction ends, and 10,000 tenants' locks overflow the server's lock table.
+    ``errors``: one schema whose version table cannot be read (no privilege, wrong columns)
+    does not fail the others; its reason goes into ``errors`` and it reads as ``()``."""
     found: dict[str, Heads] = {s: () for s in schemas}
     with_table = catalog.schemas_with_table(conn, schemas, table)
     for start in range(0, len(with_table), _CHUNK):
         chunk = with_table[start : start + _CHUNK]
-        sql = " UNION ALL ".join(
-            f"SELECT {i} AS i, version_num FROM {identifiers.qualified(s, table)}"
-            for i, s in enumerate(chunk)
-        )
-        rows: dict[str, list[str]] = {}
-        for i, version in database.run_sql(conn, sql):
-            rows.setdefault(chunk[i], []).append(version)
+        try:
+            rows = _read_chunk(conn, chunk, table)
+            if errors is not None and not all(_ids(v) for v in rows.values()):
+                raise ValueError("a version row that is not a revision id")
+        except (sa.exc.DBAPIError, ValueError):
+            if errors is None:
+                raise
+            conn.rollback()
+            rows = _read_each(conn, chunk, table, errors)
         if bulk:
             conn.rollback()
         for s in chunk:
             found[s] = tuple(sorted(rows.get(s, [])))
     return found
+
+
+def _read_chunk(conn: Connection, chunk: Sequence[str], table: str) -> dict[str, list[str]]:
+    sql = " UNION ALL ".join(
+        f"SELECT {i} AS i, version_num FROM {identifiers.qualified(s, table)}"
+        for i, s in enumerate(chunk)
+    )
+    rows: dict[str, list[str]] = {}
+    for i, version in database.run_sql(conn, sql):
+        rows.setdefault(chunk[i], []).append(version)
+    return rows
+
+
+def _ids(versions: Sequence[object]) -> bool:
+    return all(isinstance(v, str) and v for v in versions)
+
+
+def _read_each(
+    conn: Connection, chunk: Sequence[str], table: str, errors: dict[str, str]
+) -> dict[str, list[str]]:
+    """The chunk one schema at a time, each in a savepoint, naming the ones that fail."""
+    rows: dict[str, list[str]] = {}
+    for s in chunk:
+        try:
+            with conn.begin_nested():
+                found = _read_chunk(conn, [s], table).get(s, [])
+        except sa.exc.DBAPIError as exc:
+            errors[s] = f"cannot read {s}.{table}: {database.describe(exc)}"
+            continue
+        if not _ids(found):
+            errors[s] = f"{s}.{table} holds a version that is not a revision id: {found!r}"
+            continue
+        rows[s] = found
+    return rows
 
 
 def pending_count(script: ScriptDirectory, current: Sequence[str]) -> int:

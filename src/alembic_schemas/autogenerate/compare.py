@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from ..runtime import schema as schema_tx
@@ -46,10 +48,29 @@ def _name(obj: Any) -> str:
     return ".".join(parts)
 
 
-def describe(diff: Any) -> str:
-    """One line for an Alembic diff tuple (or a list of column modifications)."""
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def _value(value: Any) -> str:
+    """A compared value as SQL where it is SQL (server defaults), else its repr: never an
+    object's address, so two compares of equal schemas describe them alike."""
+    if isinstance(value, sa.DefaultClause):
+        return _value(value.arg)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, sa.TextClause):
+        return value.text
+    if isinstance(value, sa.ClauseElement):
+        return str(value.compile(dialect=_PG))
+    return repr(value)
+
+
+def describe(diff: Any, own_schema: str | None = None) -> str:
+    """One line for an Alembic diff tuple (or a list of column modifications). Objects in
+    ``own_schema`` (a tenant compared as the default schema) are named without it, like
+    Alembic names that tenant's tables."""
     if isinstance(diff, list):
-        return "; ".join(describe(d) for d in diff)
+        return "; ".join(describe(d, own_schema) for d in diff)
     kind = diff[0]
     if kind in ("add_table", "remove_table"):
         return f"{kind.replace('_', ' ')} {_name(diff[1])}"
@@ -61,10 +82,11 @@ def describe(diff: Any) -> str:
         schema, table, column = diff[1], diff[2], diff[3]
         where = ".".join(p for p in (schema, table, column) if p)
         what = kind.removeprefix("modify_").replace("_", " ")
-        return f"modify {what} of {where}: {diff[-2]!r} -> {diff[-1]!r}"
+        return f"modify {what} of {where}: {_value(diff[-2])} -> {_value(diff[-1])}"
     if kind in ("add_fk", "remove_fk"):
         fk = diff[1]
         return f"{kind.replace('_', ' ')} {fk.name or ''} on {_name(fk.parent)}".replace("  ", " ")
     if kind in ("add_enum_type", "remove_enum_type", "add_sequence", "remove_sequence"):
-        return f"{kind.replace('_', ' ')} {'.'.join(diff[1])}"
+        schema, name = diff[1]
+        return f"{kind.replace('_', ' ')} {name if schema == own_schema else f'{schema}.{name}'}"
     return f"{kind.replace('_', ' ')} {_name(diff[1])}"

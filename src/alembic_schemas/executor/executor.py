@@ -108,6 +108,11 @@ class Executor:
         self._stop = threading.Event()
         self._count_lock = threading.Lock()
 
+    def stop(self) -> None:
+        """No new schema starts (from any thread, or a signal handler); those in flight
+        finish or roll back, and :meth:`run` returns their outcomes."""
+        self._stop.set()
+
     @property
     def where(self) -> Callable[[str], str]:
         return lambda schema: (
