@@ -256,7 +256,7 @@ DOCUMENTED_USAGE_ERRORS = {
         CONFIG + 'shema = "core"\n',
         ("upgrade",),
         "{config}: stream 'core': unknown key 'shema' (allowed: depends_on, grants, metadata, "
-        "owner, schema, tenants, version_table)",
+        "owner, register, schema, tenants, version_table)",
     ),
     "malformed TOML": (
         CONFIG + "depends_on = [\n",

@@ -40,6 +40,8 @@ def test_saas_example_walkthrough(project_dir: ProjectDir, db: sa.Engine) -> Non
 
     created = project_dir.cli("tenants", "create", "newco", check=True).stdout
     assert "created tenant newco at 0001_tenant_init" in created
+    listed = project_dir.cli("tenants", "list", check=True).stdout
+    assert "newco\t0001_tenant_init\t0 pending" in listed, "register put it in shared.tenant"
     project_dir.cli("check", "--tenant", "newco", check=True)
     project_dir.cli("downgrade", "-s", "tenant", "--tenant", "acme", "base", check=True)
     with db.connect() as conn:

@@ -586,7 +586,10 @@ def test_provisioned_tenant_is_identical_to_one_migrated_revision_by_revision(
     assert dropped_columns(db, "tenant_step") > 0
     assert dropped_columns(db, "tenant_snap") == 0
 
-    assert ok(cli(project_dir, "check", "-s", "tenant")).count("models match the database") == 3
+    assert (
+        ok(cli(project_dir, "check", "-s", "tenant", "--all")).count("models match the database")
+        == 3
+    )
 
 
 # --- CLI ---------------------------------------------------------------------------------------
@@ -599,15 +602,21 @@ def test_tenants_create_provisions_at_head_and_list_shows_revision_and_pending(
     assert out.strip().startswith(f"created tenant tenant_a at {HEAD}")
     assert versions(db, "tenant_a") == [HEAD]
     assert tables(db, "tenant_a") == {"account", "invoice", "setting", "alembic_version"}
-    assert "models match the database" in ok(cli(project, "check", "-s", "tenant"))
+    assert "models match the database" in ok(cli(project, "check", "-s", "tenant", "--all"))
 
     alembic_schemas.upgrade("ten02", streams=["tenant"], tenants=["tenant_b"], config=project.root)
     lines = ok(cli(project, "tenants", "list")).splitlines()
     assert lines == [f"tenant_a\t{HEAD}\t0 pending", "tenant_b\tten02\t3 pending"]
     listed = json.loads(ok(cli(project, "tenants", "list", "--json")))
     assert listed == [
-        {"stream": "tenant", "tenant": "tenant_a", "current": [HEAD], "pending": 0},
-        {"stream": "tenant", "tenant": "tenant_b", "current": ["ten02"], "pending": 3},
+        {"stream": "tenant", "tenant": "tenant_a", "current": [HEAD], "pending": 0, "error": None},
+        {
+            "stream": "tenant",
+            "tenant": "tenant_b",
+            "current": ["ten02"],
+            "pending": 3,
+            "error": None,
+        },
     ]
 
 

@@ -259,6 +259,8 @@ def test_current_plain_and_json(project: ProjectDir) -> None:
             "heads": ["core2"],
             "pending": 0,
             "drift": None,
+            "error": None,  # added by issue 12: why a schema could not be read
+            "drift_group": None,  # added by issue 12: tenants only
         }
     ]
 

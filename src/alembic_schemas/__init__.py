@@ -6,10 +6,13 @@ lifecycle in :mod:`alembic_schemas.tenants`, the result types and the errors.
 
 from . import tenants
 from .command import (
+    CheckReport,
     CheckResult,
     InitResult,
+    Interrupt,
     SchemaResult,
     SchemaState,
+    StatusReport,
     UpgradeReport,
     add_stream,
     alembic_config,
@@ -35,24 +38,31 @@ from .errors import (
     CheckFailed,
     ConfigError,
     DatabaseError,
+    Interrupted,
     MigrationFailed,
     RevisionError,
 )
-from .results import EditedRevision
+from .results import DriftGroup, EditedRevision, Orphan
 
 __all__ = [
     "AlembicSchemasError",
     "CheckFailed",
+    "CheckReport",
     "CheckResult",
     "ConfigError",
     "DatabaseError",
+    "DriftGroup",
     "EditedRevision",
     "InitResult",
+    "Interrupt",
+    "Interrupted",
     "MigrationFailed",
+    "Orphan",
     "Project",
     "RevisionError",
     "SchemaResult",
     "SchemaState",
+    "StatusReport",
     "UpgradeReport",
     "add_stream",
     "alembic_config",

@@ -131,6 +131,11 @@ def enum_users(conn: Connection, schema: str) -> dict[str, set[tuple[str, str, s
 # schema's own objects qualified: the session's search_path holds only pg_catalog.
 
 _STRUCTURE: dict[str, str] = {
+    # Without USAGE on a schema, reflection (through pg_table_is_visible) sees none of it.
+    "schemas": """
+        SELECT n.nspname, pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+        FROM pg_catalog.pg_namespace n WHERE n.nspname = ANY(:schemas)
+    """,
     "relations": """
         SELECT n.nspname, c.relname, c.relkind, c.relpersistence,
                array_to_string(c.reloptions, ','),

@@ -394,8 +394,16 @@ def current(
     states = command.current(streams=streams, tenants=tenants, config=_cfg(ctx))
     if as_json:
         _print_json([s.as_dict() for s in states])
-        return
-    _echo_lines([summary.current_line(s) for s in states])
+    else:
+        _echo_lines([summary.current_line(s) for s in states])
+    _fail_on_errors(states)
+
+
+def _fail_on_errors(states: Sequence[command.SchemaState]) -> None:
+    """Exit 1, after the full report, when some schemas could not be read or compared."""
+    failure = summary.read_failure(states)
+    if failure:
+        raise AlembicSchemasError(failure)
 
 
 @cli.command()
@@ -532,8 +540,9 @@ def status(
         progress.close()
     if as_json:
         _print_json(report.as_dict())
-        return
-    _echo_lines(summary.status_lines(report, all_schemas=all_schemas or bool(tenants)))
+    else:
+        _echo_lines(summary.status_lines(report, all_schemas=all_schemas or bool(tenants)))
+    _fail_on_errors(report)
 
 
 @cli.command()
@@ -576,14 +585,19 @@ def tenants_list(ctx: click.Context, stream: str | None, as_json: bool) -> None:
     found = tenants.list_tenants(stream=stream, config=ctx.find_root().obj["config"])
     if as_json:
         _print_json([t.as_dict() for t in found])
-        return
-    for t in found:
+    for t in [] if as_json else found:
         if t.error:
             click.echo(f"{t.name}\t?\tERROR: {t.error}")
         else:
             click.echo(f"{t.name}\t{_revs(t.current)}\t{t.pending} pending")
-    if not found:
+    if not found and not as_json:
         click.echo("no tenants")
+    errors = [t for t in found if t.error]
+    if errors:
+        raise AlembicSchemasError(
+            f"{len(errors)} tenant(s) could not be read (reported on their lines; "
+            f"{errors[0].name}: {errors[0].error})"
+        )
 
 
 @tenants_group.command("create")

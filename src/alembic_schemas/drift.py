@@ -57,7 +57,9 @@ def normalise(text: str, name: str, quoted: str) -> tuple[str, bool]:
     """``text`` with ``quoted.`` (the schema as PostgreSQL writes it, then a dot) replaced by
     :data:`OWN` wherever it qualifies a name, and whether a string literal mentions ``name``
     otherwise (the caller then keeps the tenant apart)."""
-    if name not in text and quoted not in text:
+    # Inside a literal a quote is doubled: '"it''s".seq'::regclass names "it's".seq.
+    forms = {name, quoted, name.replace("'", "''"), quoted.replace("'", "''")}
+    if not any(f in text for f in forms):
         return text, False
     tokens = _TOKEN.findall(text)
     out: list[str] = []
@@ -69,7 +71,7 @@ def normalise(text: str, name: str, quoted: str) -> tuple[str, bool]:
             continue
         if len(token) > 1 and token[0] == token[-1] == "'":
             content = token[1:-1].replace("''", "'")
-            if name in content or quoted in content:
+            if any(f in content for f in forms):
                 cast = tokens[i + 2] if i + 2 < len(tokens) else ""
                 if following == "::" and cast.lower().startswith("reg"):
                     # '"Acme".seq'::regclass names an object: qualified like any name.

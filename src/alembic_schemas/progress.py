@@ -48,10 +48,12 @@ class RunProgress:
         self._failed = 0
         self._started = 0.0
         self._last_line = 0.0
+        self._shown = 0  # schemas done when the last plain line was printed
 
     def plan(self, stream: str, total: int, todo: int) -> None:
         self.close()
         self._stream, self._todo, self._done, self._failed = stream, todo, 0, 0
+        self._shown = 0
         self._started = self._last_line = time.monotonic()
         if self.quiet or todo <= PER_LINE_LIMIT:
             return
@@ -87,17 +89,23 @@ class RunProgress:
             if self._bar is not None:
                 self._bar.update(self._task, advance=1, failed=self._failed, rate=rate)
             elif time.monotonic() - self._last_line >= 1.0 or self._done == self._todo:
-                self._last_line = time.monotonic()
-                self._print(
-                    f"{self._stream}: {self._done}/{self._todo} done, {self._failed} failed, "
-                    f"{self._todo - self._done} remaining, {rate}/s, "
-                    f"ETA {eta(self._done, self._todo, elapsed)}"
-                )
+                self._line()
+
+    def _line(self) -> None:
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        self._last_line, self._shown = time.monotonic(), self._done
+        self._print(
+            f"{self._stream}: {self._done}/{self._todo} done, {self._failed} failed, "
+            f"{self._todo - self._done} remaining, {self._done / elapsed:.0f}/s, "
+            f"ETA {eta(self._done, self._todo, elapsed)}"
+        )
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+        elif self._shown != self._done and not self.quiet and self._todo > PER_LINE_LIMIT:
+            self._line()  # where a stopped run ended, not only where the last line was
 
     def note(self, text: str) -> None:
         """A line on a fresh line (after a ``^C`` the terminal echoed), above any bar.

@@ -219,9 +219,29 @@ def check_failure(report: CheckReport) -> str | None:
     dirty = report.dirty
     if not dirty:
         return None
-    errors = sum(1 for r in dirty if r.error)
-    note = f" ({errors} could not be checked)" if errors else ""
+    errors = [r for r in dirty if r.error]
+    note = ""
+    if errors:
+        first = errors[0]
+        note = (
+            f" ({len(errors)} could not be checked; "
+            f"{where(first.stream, first.schema, first.tenant)}: {first.error})"
+        )
     return f"{len(dirty)} schema(s) differ from their models{note}"
+
+
+def read_failure(states: Sequence[SchemaState]) -> str | None:
+    """The one-line error of a read (status, current) in which some schemas could not be
+    read or compared, or None; everything else was reported."""
+    errors = [s for s in states if s.error]
+    if not errors:
+        return None
+    first = errors[0]
+    return (
+        f"{len(errors)} schema(s) could not be read or compared "
+        f"(reported on their lines; {where(first.stream, first.schema, first.tenant)}: "
+        f"{first.error})"
+    )
 
 
 # --- current ------------------------------------------------------------------------------

@@ -91,6 +91,9 @@ def create(
         if not connection.in_transaction():
             connection.begin()
         _refuse_existing(connection, name)  # before a possibly long snapshot build
+        with connection.begin_nested() as trial:
+            _would_be_listed(st, connection, name)
+            trial.rollback()
         # The caller's database, not the configured URL (which may be absent: no embedded
         # server is started for an app that brings its own connection).
         sql = provision.get_snapshot(st, connection.engine)
@@ -101,8 +104,11 @@ def create(
         return SchemaResult(st.name, name, True, (), after, time.perf_counter() - started)
     with database.session(project) as s:
         with s.connect() as conn:
-            _refuse_existing(conn, name)
-            conn.rollback()
+            try:
+                _refuse_existing(conn, name)
+                _would_be_listed(st, conn, name)  # before a possibly long snapshot build
+            finally:
+                conn.rollback()
         if replay:
             return _create_by_replay(s, st, name)
         try:
@@ -125,16 +131,17 @@ def _register(st: Stream, conn: Connection, name: str) -> None:
     sources.require_listed(st, conn, name)
 
 
+def _would_be_listed(st: Stream, conn: Connection, name: str) -> None:
+    """Ask the source before building anything: the schema and ``register`` in a transaction
+    (or savepoint) the caller rolls back."""
+    database.run_sql(conn, schema_tx.create_schema_sql(name))
+    _register(st, conn, name)
+
+
 def _create_by_replay(s: database.Session, st: Stream, name: str) -> SchemaResult:
     """Migrate the new tenant revision by revision. The migration commits on its own (an
-    autocommit_block commits what precedes it), so the source is first asked in a
-    transaction that is rolled back, and ``register`` runs once the tenant is at head."""
-    with s.connect() as conn:
-        try:
-            database.run_sql(conn, schema_tx.create_schema_sql(name))
-            _register(st, conn, name)
-        finally:
-            conn.rollback()
+    autocommit_block commits what precedes it), so ``register`` runs once the tenant is at
+    head (the source was asked beforehand)."""
     try:
         report = command.upgrade(streams=[st.name], tenants=[name], jobs=1, config=s.project)
         with s.connect() as conn, conn.begin():
