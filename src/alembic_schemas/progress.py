@@ -125,15 +125,18 @@ class ReadProgress:
     """``on_progress(phase, done, total)`` of long reads (status, check): a transient bar on
     a terminal once a read takes longer than READ_DELAY; nothing otherwise."""
 
-    def __init__(self, stream: IO[str] | None = None, quiet: bool = False) -> None:
+    def __init__(
+        self, stream: IO[str] | None = None, quiet: bool = False, delay: float = READ_DELAY
+    ) -> None:
         self.out = stream or sys.stderr
         self.enabled = not quiet and self.out.isatty()
+        self.delay = delay
         self._started = time.monotonic()
         self._bar: Progress | None = None
         self._task: Any = None
 
     def __call__(self, phase: str, done: int, total: int) -> None:
-        if not self.enabled or time.monotonic() - self._started < READ_DELAY:
+        if not self.enabled or time.monotonic() - self._started < self.delay:
             return
         if self._bar is None:
             self._bar = Progress(

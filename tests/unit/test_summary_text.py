@@ -3,8 +3,10 @@ needs attention; and the progress ETA."""
 
 from __future__ import annotations
 
+import io
+
 from alembic_schemas import summary
-from alembic_schemas.progress import eta
+from alembic_schemas.progress import ReadProgress, eta
 from alembic_schemas.results import (
     CheckReport,
     DriftGroup,
@@ -160,3 +162,26 @@ def test_eta_is_the_time_left_at_the_rate_so_far() -> None:
     assert eta(50, 100, 10.0) == "10s"
     assert eta(10, 100, 10.0) == "1m30s"
     assert eta(100, 100, 3.0) == "0s"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_long_reads_show_a_progress_bar_on_a_terminal_only() -> None:
+    terminal = _Terminal()
+    progress = ReadProgress(terminal, delay=0)
+    progress("tenant: reading structure", 2000, 10000)
+    progress("tenant: comparing with the models", 1, 3)
+    progress.close()
+    assert "comparing with the models" in terminal.getvalue()
+
+    plain = io.StringIO()
+    progress = ReadProgress(plain, delay=0)
+    progress("tenant: reading structure", 2000, 10000)
+    progress.close()
+    assert plain.getvalue() == "", "no bar when stderr is not a terminal"
+    quiet = _Terminal()
+    ReadProgress(quiet, quiet=True, delay=0)("tenant: reading structure", 1, 2)
+    assert quiet.getvalue() == "", "--json: nothing"
