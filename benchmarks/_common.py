@@ -8,6 +8,7 @@ never in the database the URL names.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -210,3 +211,19 @@ def upgrade() -> None:
 def downgrade() -> None:
 {downgrade}
 '''
+
+
+def write_config(root: Path, url: str, stream: str, **keys: str) -> Path:
+    """``pyproject.toml`` of a benchmark project: the scratch database's URL, the
+    ``migrations`` folder, and one stream whose ``keys`` are TOML values as written."""
+    lines = [
+        "[tool.alembic-schemas]",
+        f"url = {json.dumps(url)}",
+        'script_location = "migrations"',
+        "",
+        f"[tool.alembic-schemas.streams.{stream}]",
+        *(f"{key} = {value}" for key, value in keys.items()),
+    ]
+    config = root / "pyproject.toml"
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return config

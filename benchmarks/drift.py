@@ -133,19 +133,12 @@ ALTERATIONS = [
 def build_project(root: Path, url: str) -> Path:
     root.mkdir(parents=True)
     (root / "drift_bench_models.py").write_text(textwrap.dedent(MODELS).lstrip(), encoding="utf-8")
-    (root / "pyproject.toml").write_text(
-        textwrap.dedent(
-            f"""
-            [tool.alembic-schemas]
-            url = {json.dumps(url)}
-            script_location = "migrations"
-
-            [tool.alembic-schemas.streams.{STREAM}]
-            tenants = 'like:{PREFIX.replace("_", chr(92) + "_")}%'
-            metadata = "drift_bench_models:metadata"
-            """
-        ).lstrip(),
-        encoding="utf-8",
+    _common.write_config(
+        root,
+        url,
+        STREAM,
+        tenants=f"'like:{PREFIX.replace('_', chr(92) + '_')}%'",  # `_` literal, not a wildcard
+        metadata='"drift_bench_models:metadata"',
     )
     alembic_schemas.init(root)
     alembic_schemas.revision(STREAM, "tenant tables", autogenerate=True, config=root)

@@ -74,14 +74,8 @@ class Fleet:
             }
 
     def cli(self, *args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "alembic_schemas", *args],
-            cwd=self.root,
-            env={**os.environ, "ALEMBIC_SCHEMAS_URL": url or self.project.url},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        """The CLI in the project, on the test database (as another role with ``url``)."""
+        return ProjectDir(self.root, url or self.project.url).cli(*args)
 
     def configure(self, old: str, new: str) -> None:
         config = self.root / "pyproject.toml"
@@ -401,21 +395,26 @@ def test_register_adds_the_new_tenant_to_the_source_in_the_creating_transaction(
         assert not conn.scalar(sa.text("SELECT count(*) FROM pg_namespace WHERE nspname = 'delta'"))
 
 
-def test_register_must_bind_name_and_belongs_to_tenant_streams(fleet: Fleet) -> None:
-    fleet.configure(
-        "tenants = 'like:t\\_%'",
-        "tenants = 'like:t\\_%'\nregister = \"INSERT INTO registry.tenant VALUES ('x')\"",
-    )
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        (
+            "register = \"INSERT INTO registry.tenant VALUES ('x')\"",
+            "stream 'tenant': register must use the bound parameter :name",
+        ),
+        (
+            '[tool.alembic-schemas.streams.core]\nschema = "core"\nregister = "SELECT :name"',
+            "stream 'core': 'register' is only for tenant streams",
+        ),
+    ],
+)
+def test_register_must_bind_name_and_belongs_to_tenant_streams(
+    fleet: Fleet, section: str, message: str
+) -> None:
+    fleet.configure("tenants = 'like:t\\_%'", f"tenants = 'like:t\\_%'\n{section}")
     proc = fleet.cli("tenants", "list")
     assert proc.returncode == 2
-    assert "stream 'tenant': register must use the bound parameter :name" in proc.stderr
-    fleet.configure(
-        "register = \"INSERT INTO registry.tenant VALUES ('x')\"",
-        '[tool.alembic-schemas.streams.core]\nschema = "core"\nregister = "SELECT :name"',
-    )
-    proc = fleet.cli("tenants", "list")
-    assert proc.returncode == 2
-    assert "stream 'core': 'register' is only for tenant streams" in proc.stderr
+    assert message in proc.stderr
 
 
 # --- run summaries -----------------------------------------------------------------------

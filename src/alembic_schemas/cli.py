@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -285,27 +285,43 @@ def upgrade(
     as_json: bool,
 ) -> None:
     """Upgrade every stream (or -s ...) and every tenant to REVISION (default head)."""
-    progress = RunProgress(quiet=as_json)
+    _run(
+        RunProgress(quiet=as_json),
+        lambda progress, interrupt: command.upgrade(
+            revision,
+            streams=streams,
+            tenants=tenants,
+            sql=sql,
+            jobs=jobs,
+            max_failures=max_failures,
+            retry_failed=retry_failed,
+            shard=shard,
+            on_plan=progress.plan,
+            on_result=progress.result,
+            interrupt=interrupt,
+            config=_cfg(ctx),
+        ),
+        as_json=as_json,
+        sql=sql,
+    )
+
+
+def _run(
+    progress: RunProgress,
+    call: Callable[[RunProgress, command.Interrupt], UpgradeReport],
+    *,
+    as_json: bool,
+    sql: bool,
+) -> None:
+    """An upgrade or downgrade with progress and Ctrl-C handling, then its summary (also
+    when it failed or was interrupted, before the one-line error)."""
     with _graceful_interrupt(progress) as interrupt:
         try:
-            report = command.upgrade(
-                revision,
-                streams=streams,
-                tenants=tenants,
-                sql=sql,
-                jobs=jobs,
-                max_failures=max_failures,
-                retry_failed=retry_failed,
-                shard=shard,
-                on_plan=progress.plan,
-                on_result=progress.result,
-                interrupt=interrupt,
-                config=_cfg(ctx),
-            )
+            report = call(progress, interrupt)
         except (MigrationFailed, Interrupted) as exc:
             progress.close()
             partial = getattr(exc, "report", None)
-            if partial is not None:
+            if isinstance(partial, UpgradeReport):
                 _run_summary(partial, as_json)
             raise
     progress.close()
@@ -340,24 +356,19 @@ def downgrade(
     as_json: bool,
 ) -> None:
     """Downgrade a stream to REVISION (e.g. -1, base, or an id)."""
-    progress = RunProgress(quiet=True)
-    with _graceful_interrupt(progress) as interrupt:
-        try:
-            report = command.downgrade(
-                revision,
-                streams=streams,
-                tenants=tenants,
-                sql=sql,
-                interrupt=interrupt,
-                config=_cfg(ctx),
-            )
-        except (MigrationFailed, Interrupted) as exc:
-            partial = getattr(exc, "report", None)
-            if isinstance(partial, UpgradeReport):
-                _run_summary(partial, as_json)
-            raise
-    if not sql:
-        _run_summary(report, as_json)
+    _run(
+        RunProgress(quiet=True),
+        lambda _progress, interrupt: command.downgrade(
+            revision,
+            streams=streams,
+            tenants=tenants,
+            sql=sql,
+            interrupt=interrupt,
+            config=_cfg(ctx),
+        ),
+        as_json=as_json,
+        sql=sql,
+    )
 
 
 @cli.command()

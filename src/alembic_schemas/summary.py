@@ -3,7 +3,7 @@ what needs attention (everything with ``all_schemas``). Pure: reports in, lines 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .results import (
@@ -152,9 +152,10 @@ def run_line(run: dict[str, Any] | None) -> list[str]:
     return [f"{what} was interrupted at {run['finished_at']}: {counts}"]
 
 
-def status_lines(report: StatusReport, *, all_schemas: bool = False) -> list[str]:
-    """Counts per stream (a named stream's one line is its count), then what needs
-    attention, orphans, edited revisions, last failures and an interrupted last run."""
+def _opening(
+    report: StatusReport, named_lines: Callable[[str], list[str]]
+) -> tuple[list[str], list[str]]:
+    """Each tenant stream's counts, or a named stream's own lines; and the tenant streams."""
     lines: list[str] = []
     tenant_streams = []
     for s in report.summaries():
@@ -162,7 +163,16 @@ def status_lines(report: StatusReport, *, all_schemas: bool = False) -> list[str
             lines.append(summary_line(s))
             tenant_streams.append(s.stream)
         else:
-            lines += [state_line(st) for st in report if st.stream == s.stream]
+            lines += named_lines(s.stream)
+    return lines, tenant_streams
+
+
+def status_lines(report: StatusReport, *, all_schemas: bool = False) -> list[str]:
+    """Counts per stream (a named stream's one line is its count), then what needs
+    attention, orphans, edited revisions, last failures and an interrupted last run."""
+    lines, tenant_streams = _opening(
+        report, lambda stream: [state_line(st) for st in report if st.stream == stream]
+    )
     for stream in tenant_streams:
         lines += _attention(report, stream, all_schemas)
     lines += _orphan_lines(report)
@@ -192,14 +202,10 @@ def check_lines(report: CheckReport, *, all_schemas: bool = False) -> list[str]:
     """Named streams: their lines. Tenant streams: counts, then (unless ``all_schemas``)
     tenants behind or unreadable, and each drift group once with its tenants."""
     status = report.status
-    lines: list[str] = []
-    tenant_streams = []
-    for s in status.summaries():
-        if s.tenant:
-            lines.append(summary_line(s))
-            tenant_streams.append(s.stream)
-        else:
-            lines += [x for r in report if r.stream == s.stream for x in check_result_lines(r)]
+    lines, tenant_streams = _opening(
+        status,
+        lambda stream: [x for r in report if r.stream == stream for x in check_result_lines(r)],
+    )
     for stream in tenant_streams:
         mine = [r for r in report if r.stream == stream]
         if all_schemas:
