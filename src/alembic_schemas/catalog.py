@@ -126,119 +126,178 @@ def enum_users(conn: Connection, schema: str) -> dict[str, set[tuple[str, str, s
 
 # --- the structure of many schemas at once (fleet drift) -----------------------------------
 #
-# Each query reads one kind of object of every given schema; rows start with the schema's name.
-# Text that PostgreSQL deparses (types, defaults, index and constraint definitions) names the
-# schema's own objects qualified: the session's search_path holds only pg_catalog.
+# One query per kind of object returns, for each of many schemas, a hash of every property of
+# those objects that Alembic's compare (and this package's comparators) read. SQL that
+# PostgreSQL deparses (types, defaults, constraint and index expressions) is deparsed with the
+# schema alone on the search_path, exactly as compare reads it: its own objects unqualified,
+# others qualified. set_config() is called in the same expression as the deparse (a CASE
+# evaluates its condition first) and only where a name can appear; the session's search_path
+# is restored when the caller's transaction ends.
 
-_STRUCTURE: dict[str, str] = {
+_AT = "pg_catalog.set_config('search_path', ns.q, true) IS NOT NULL"
+
+
+def _row(where: str, row: str) -> str:
+    """``row`` as text, deparsed with the schema on the search_path when ``where`` holds."""
+    return f"CASE WHEN ({where}) AND {_AT} THEN {row}::text ELSE {row}::text END"
+
+
+def _kind(select: str, order: str, source: str) -> str:
+    """Per schema: md5 of the ordered array of its rows' texts."""
+    return f"""
+        WITH ns AS (
+            SELECT n.oid, n.nspname, pg_catalog.quote_ident(n.nspname) AS q
+            FROM pg_catalog.pg_namespace n WHERE n.nspname = ANY(:schemas)
+        )
+        SELECT ns.nspname, pg_catalog.md5(pg_catalog.array_agg({select} ORDER BY {order})::text)
+        FROM ns {source}
+        GROUP BY ns.nspname
+    """
+
+
+_DESCRIPTION = (
+    "LEFT JOIN pg_catalog.pg_description d ON d.objoid = {oid} AND d.objsubid = {sub}"
+    " AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass"
+)
+
+_FINGERPRINT: dict[str, str] = {
     # Without USAGE on a schema, reflection (through pg_table_is_visible) sees none of it.
     "schemas": """
-        SELECT n.nspname, pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+        SELECT n.nspname, pg_catalog.has_schema_privilege(n.oid, 'USAGE')::text
         FROM pg_catalog.pg_namespace n WHERE n.nspname = ANY(:schemas)
     """,
-    "relations": """
-        SELECT n.nspname, c.relname, c.relkind, c.relpersistence,
-               array_to_string(c.reloptions, ','),
-               CASE WHEN c.relkind = 'p' THEN pg_catalog.pg_get_partkeydef(c.oid) END,
-               (SELECT array_agg(i.inhparent::pg_catalog.regclass::text ORDER BY i.inhseqno)
-                  FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid)::text,
-               d.description
-        FROM pg_catalog.pg_namespace n
-        JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid
-        LEFT JOIN pg_catalog.pg_description d ON d.objoid = c.oid
-             AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
-        WHERE n.nspname = ANY(:schemas) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-    """,
-    # attnum only orders a table's columns; it is dropped from the fingerprint.
-    "columns": """
-        SELECT n.nspname, c.relname, a.attnum, a.attname,
-               pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull,
-               pg_catalog.pg_get_expr(ad.adbin, ad.adrelid), a.attidentity, a.attgenerated,
-               CASE WHEN a.attcollation <> t.typcollation
-                    THEN a.attcollation::pg_catalog.regcollation::text END,
-               d.description
-        FROM pg_catalog.pg_namespace n
-        JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid
-        JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
-        JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-        LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
-        LEFT JOIN pg_catalog.pg_description d ON d.objoid = c.oid
-             AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = a.attnum
-        WHERE n.nspname = ANY(:schemas) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-          AND a.attnum > 0 AND NOT a.attisdropped
-    """,
-    "constraints": """
-        SELECT n.nspname, c.relname, k.conname, k.contype,
-               pg_catalog.pg_get_constraintdef(k.oid), k.convalidated
-        FROM pg_catalog.pg_namespace n
-        JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid
-        JOIN pg_catalog.pg_constraint k ON k.conrelid = c.oid
-        WHERE n.nspname = ANY(:schemas)
-    """,
-    "indexes": """
-        SELECT n.nspname, c.relname, i.relname, pg_catalog.pg_get_indexdef(x.indexrelid),
-               x.indisvalid, x.indisready, d.description
-        FROM pg_catalog.pg_namespace n
-        JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid
-        JOIN pg_catalog.pg_index x ON x.indrelid = c.oid
-        JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
-        LEFT JOIN pg_catalog.pg_description d ON d.objoid = i.oid
-             AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
-        WHERE n.nspname = ANY(:schemas)
-    """,
-    # Every sequence, with the column that owns it (SERIAL 'a', IDENTITY 'i'), if any.
-    "sequences": """
-        SELECT n.nspname, c.relname, pg_catalog.format_type(s.seqtypid, NULL), s.seqstart,
-               s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle,
-               oc.relname, oa.attname, dep.deptype
-        FROM pg_catalog.pg_namespace n
-        JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid
-        JOIN pg_catalog.pg_sequence s ON s.seqrelid = c.oid
-        LEFT JOIN pg_catalog.pg_depend dep ON dep.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-             AND dep.objid = c.oid AND dep.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-             AND dep.deptype IN ('a', 'i')
-        LEFT JOIN pg_catalog.pg_class oc ON oc.oid = dep.refobjid
-        LEFT JOIN pg_catalog.pg_attribute oa ON oa.attrelid = dep.refobjid
-             AND oa.attnum = dep.refobjsubid
-        WHERE n.nspname = ANY(:schemas)
-    """,
-    # Enum labels in order, domains with their base type, default and constraints; not the
-    # row types of tables nor array types.
-    "types": """
-        SELECT n.nspname, t.typname, t.typtype,
-               (SELECT array_agg(e.enumlabel ORDER BY e.enumsortorder)
-                  FROM pg_catalog.pg_enum e WHERE e.enumtypid = t.oid)::text,
-               CASE WHEN t.typtype = 'd'
-                    THEN pg_catalog.format_type(t.typbasetype, t.typtypmod) END,
-               t.typnotnull, t.typdefault,
-               (SELECT array_agg(k.conname || ' ' || pg_catalog.pg_get_constraintdef(k.oid)
-                                 ORDER BY k.conname)
-                  FROM pg_catalog.pg_constraint k WHERE k.contypid = t.oid)::text
-        FROM pg_catalog.pg_namespace n
-        JOIN pg_catalog.pg_type t ON t.typnamespace = n.oid
-        LEFT JOIN pg_catalog.pg_class r ON r.oid = t.typrelid
-        WHERE n.nspname = ANY(:schemas) AND t.typelem = 0 AND t.typtype <> 'p'
-          AND (t.typrelid = 0 OR r.relkind = 'c')
-    """,
+    "relations": _kind(
+        _row(
+            "c.relkind = 'p'",
+            """ROW(c.relname, c.relkind, c.relpersistence, c.reloptions,
+                CASE WHEN c.relkind = 'p' THEN pg_catalog.pg_get_partkeydef(c.oid) END,
+                (SELECT pg_catalog.array_agg(CASE WHEN p.relnamespace = c.relnamespace
+                     THEN '=' || p.relname ELSE p.oid::pg_catalog.regclass::text END
+                     ORDER BY i.inhseqno)
+                   FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
+                  WHERE i.inhrelid = c.oid),
+                d.description)""",
+        ),
+        "c.relname",
+        "JOIN pg_catalog.pg_class c ON c.relnamespace = ns.oid "
+        + _DESCRIPTION.format(oid="c.oid", sub="0")
+        + " WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+    ),
+    # Ordered by attnum: a table's column order, not the numbers (a dropped column leaves a gap).
+    "columns": _kind(
+        _row(
+            "ad.adbin IS NOT NULL OR a.attcollation <> t.typcollation"
+            " OR t.typnamespace <> 'pg_catalog'::pg_catalog.regnamespace",
+            """ROW(c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
+                a.attnotnull, pg_catalog.pg_get_expr(ad.adbin, ad.adrelid), a.attidentity,
+                a.attgenerated, NULLIF(a.attcollation, t.typcollation)::pg_catalog.regcollation,
+                d.description)""",
+        ),
+        "c.relname, a.attnum",
+        """JOIN pg_catalog.pg_class c ON c.relnamespace = ns.oid
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
+           JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+           LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+           """
+        + _DESCRIPTION.format(oid="c.oid", sub="a.attnum")
+        + """ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0
+              AND NOT a.attisdropped""",
+    ),
+    # NOT NULL constraints (PostgreSQL 18 lists them) are the columns' attnotnull.
+    "constraints": _kind(
+        _row(
+            "k.contype NOT IN ('p', 'u')",
+            """ROW(c.relname, k.conname, k.contype, pg_catalog.pg_get_constraintdef(k.oid),
+                k.convalidated)""",
+        ),
+        "c.relname, k.conname",
+        """JOIN pg_catalog.pg_class c ON c.relnamespace = ns.oid
+           JOIN pg_catalog.pg_constraint k ON k.conrelid = c.oid
+           WHERE k.contype <> 'n'""",
+    ),
+    # Structurally: pg_get_indexdef always names the schema. Operator classes and collations
+    # by oid (the built-in ones are the same everywhere; a schema's own make it stand apart).
+    "indexes": _kind(
+        _row(
+            "x.indexprs IS NOT NULL OR x.indpred IS NOT NULL",
+            """ROW(c.relname, i.relname, am.amname, x.indisunique, x.indisprimary,
+                x.indnullsnotdistinct, x.indnkeyatts, x.indoption, x.indclass, x.indcollation,
+                (SELECT pg_catalog.array_agg(a.attname ORDER BY k.ord)
+                   FROM pg_catalog.unnest(x.indkey::pg_catalog.int2[]) WITH ORDINALITY k(num, ord)
+                   LEFT JOIN pg_catalog.pg_attribute a
+                     ON a.attrelid = x.indrelid AND a.attnum = k.num),
+                pg_catalog.pg_get_expr(x.indexprs, x.indrelid),
+                pg_catalog.pg_get_expr(x.indpred, x.indrelid),
+                i.reloptions, x.indisvalid, x.indisready, d.description)""",
+        ),
+        "c.relname, i.relname",
+        """JOIN pg_catalog.pg_class c ON c.relnamespace = ns.oid
+           JOIN pg_catalog.pg_index x ON x.indrelid = c.oid
+           JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+           JOIN pg_catalog.pg_am am ON am.oid = i.relam
+           """
+        + _DESCRIPTION.format(oid="i.oid", sub="0"),
+    ),
+    # Every sequence, with its options and the column owning it (SERIAL 'a', IDENTITY 'i').
+    "sequences": _kind(
+        """ROW(c.relname, pg_catalog.format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement,
+            s.seqmin, s.seqmax, s.seqcache, s.seqcycle, oc.relname, oa.attname, dep.deptype)::text""",
+        "c.relname",
+        """JOIN pg_catalog.pg_class c ON c.relnamespace = ns.oid
+           JOIN pg_catalog.pg_sequence s ON s.seqrelid = c.oid
+           LEFT JOIN pg_catalog.pg_depend dep
+             ON dep.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND dep.objid = c.oid
+            AND dep.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+            AND dep.deptype IN ('a', 'i')
+           LEFT JOIN pg_catalog.pg_class oc ON oc.oid = dep.refobjid
+           LEFT JOIN pg_catalog.pg_attribute oa
+             ON oa.attrelid = dep.refobjid AND oa.attnum = dep.refobjsubid""",
+    ),
+    # Enum labels in order; domains with base type, default and constraints; not the row
+    # types of tables nor array types.
+    "types": _kind(
+        _row(
+            "t.typtype = 'd'",
+            """ROW(t.typname, t.typtype,
+                (SELECT pg_catalog.array_agg(e.enumlabel ORDER BY e.enumsortorder)
+                   FROM pg_catalog.pg_enum e WHERE e.enumtypid = t.oid),
+                CASE WHEN t.typtype = 'd'
+                     THEN pg_catalog.format_type(t.typbasetype, t.typtypmod) END,
+                t.typnotnull, pg_catalog.pg_get_expr(t.typdefaultbin, 0),
+                -- conrelid = 0 (a domain's): the (conrelid, contypid) index, not a scan per type
+                CASE WHEN t.typtype = 'd' THEN (
+                    SELECT pg_catalog.array_agg(
+                               k.conname || ' ' || pg_catalog.pg_get_constraintdef(k.oid)
+                               ORDER BY k.conname)
+                      FROM pg_catalog.pg_constraint k
+                     WHERE k.conrelid = 0 AND k.contypid = t.oid) END)""",
+        ),
+        "t.typname",
+        """JOIN pg_catalog.pg_type t ON t.typnamespace = ns.oid
+           LEFT JOIN pg_catalog.pg_class r ON r.oid = t.typrelid
+           WHERE t.typelem = 0 AND t.typtype <> 'p' AND (t.typrelid = 0 OR r.relkind = 'c')""",
+    ),
+    # Compare runs a default's SQL to compare it with the model's: its functions count.
+    "functions": _kind(
+        _row(
+            "true",
+            """ROW(p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid),
+                pg_catalog.pg_get_function_result(p.oid), p.prokind, p.provolatile,
+                pg_catalog.md5(p.prosrc))""",
+        ),
+        "p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid)",
+        "JOIN pg_catalog.pg_proc p ON p.pronamespace = ns.oid",
+    ),
 }
 
-STRUCTURE_KINDS = tuple(_STRUCTURE)
+FINGERPRINT_KINDS = tuple(_FINGERPRINT)
 
 
-def structure(conn: Connection, schemas: Sequence[str]) -> dict[str, list[tuple[Any, ...]]]:
-    """Rows of each kind of object (:data:`STRUCTURE_KINDS`) in ``schemas``: one query per
-    kind, each row starting with its schema's name."""
-    params = {"schemas": list(schemas)}
-    return {
-        kind: [tuple(r) for r in conn.execute(sa.text(sql), params)]
-        for kind, sql in _STRUCTURE.items()
-    }
-
-
-def quoted_names(conn: Connection, schemas: Sequence[str]) -> dict[str, str]:
-    """Each schema's name as PostgreSQL writes it in deparsed SQL (``quote_ident``)."""
-    query = sa.text("SELECT n, pg_catalog.quote_ident(n) FROM unnest(CAST(:schemas AS text[])) n")
-    return {name: quoted for name, quoted in conn.execute(query, {"schemas": list(schemas)})}
+def fingerprint(conn: Connection, kind: str, schemas: Sequence[str]) -> dict[str, str]:
+    """For each of ``schemas`` that has objects of ``kind`` (one of FINGERPRINT_KINDS): a
+    hash equal for two schemas exactly when compare reads those objects alike."""
+    query = sa.text(_FINGERPRINT[kind])
+    return {name: value for name, value in conn.execute(query, {"schemas": list(schemas)})}
 
 
 def schemas_holding_table(conn: Connection, table: str) -> list[str]:
