@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import platform
@@ -141,7 +142,8 @@ def build_project(root: Path, url: str) -> Path:
         metadata='"drift_bench_models:metadata"',
     )
     alembic_schemas.init(root)
-    alembic_schemas.revision(STREAM, "tenant tables", autogenerate=True, config=root)
+    with contextlib.redirect_stdout(sys.stderr):  # Alembic's "Generating ...": not the results
+        alembic_schemas.revision(STREAM, "tenant tables", autogenerate=True, config=root)
     return root
 
 
