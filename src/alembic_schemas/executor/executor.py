@@ -33,7 +33,7 @@ from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
-from .. import database, records, versions
+from .. import citus, database, records, versions
 from ..errors import (
     AlembicSchemasError,
     ConfigError,
@@ -45,7 +45,8 @@ from ..results import SchemaResult
 from ..runtime import schema as schema_tx
 from ..streams import PREPARED_KEY, SCHEMA_KEY, Stream
 from .plan import Plan
-from .replay import ALEMBIC_LOCK, Replayer, Step
+from .replay import Replayer, Step
+from .turns import Turns
 
 log = logging.getLogger("alembic_schemas")
 
@@ -105,6 +106,8 @@ class Executor:
         self.replayer = Replayer(stream, engine.dialect) if stream.is_tenant else None
         self._vt = versions.version_table(stream.version_table)
         self._failures = 0
+        self._citus = False
+        self.turns = Turns()
         self._stop = threading.Event()
         self._count_lock = threading.Lock()
 
@@ -120,6 +123,7 @@ class Executor:
         replayed = self.replayer is not None and self.action.verb == "upgrade"
         target = versions.resolve(self.stream.script, self.action.revision) if replayed else ()
         with database.connect(self.engine) as conn:
+            self._citus = citus.is_citus(conn)
             current = versions.read_versions(conn, schemas, self.stream.version_table, bulk=True)
             conn.rollback()
         todo = [s for s in schemas if not (replayed and current[s] == target)]
@@ -131,6 +135,8 @@ class Executor:
         """Apply the action to ``plan.todo``; one outcome per schema attempted."""
         if plan.todo:
             ensure_records(self.engine)  # applied-revision rows are written per schema
+            if self._citus:
+                self._on_citus(plan)
         work: queue.Queue[str] = queue.Queue()
         for schema in plan.todo:
             work.put(schema)
@@ -159,6 +165,30 @@ class Executor:
                 work.put(schema)
             self._parallel(lambda: drain(wait=True))  # waiting never defers again
         return outcomes
+
+    def _on_citus(self, plan: Plan) -> None:
+        """Before any schema is touched: refuse tenant tables referencing a table that is not
+        a reference table; with several workers, take turns around autocommit blocks."""
+        if self.replayer is None or self.action.verb != "upgrade":
+            return
+        # Every revision rendered now: never inside a transaction, whose worker may not
+        # wait for Alembic's turn (see turns).
+        ways = [self.replayer.path(current, plan.target) for current in set(plan.current.values())]
+        sqls = [st.sql for way in ways if way is not None for st in way[0] if st.sql]
+        owners = {c.schema: c.name for c in self.project.streams.values() if c.schema}
+        with database.connect(self.engine) as conn:
+            tables = citus.referenced_tables(self.stream.metadata, sqls)
+            citus.refuse_unreferenceable(conn, self.stream.name, tables, owners)
+        if self.jobs > 1:
+            for sc in self.stream.script.walk_revisions():
+                self.replayer.step(sc.revision)
+            self.turns = Turns(citus.open_gate(self.engine))
+
+    def _needs_alembic(self, schema: str, plan: Plan) -> bool:
+        if self.replayer is None or self.action.verb != "upgrade":
+            return True
+        way = self.replayer.path(plan.current.get(schema, ()), plan.target)
+        return way is None or not way[1]
 
     def _parallel(self, fn: Callable[[], None]) -> None:
         with ThreadPoolExecutor(self.jobs, thread_name_prefix="alembic-schemas") as pool:
@@ -193,7 +223,10 @@ class Executor:
                 conn,
                 self.project.lock_retries,
                 self.project.lock_timeout,
-                lambda: self._migrate(conn, schema, plan.target, wait=wait),
+                lambda: self.turns.run(
+                    lambda: self._needs_alembic(schema, plan),
+                    lambda: self._migrate(conn, schema, plan.target, wait=wait),
+                ),
             )
         except (CommandError, AlembicRevisionError) as exc:
             # The same REVISION goes to every stream: say which one it failed in.
@@ -236,7 +269,7 @@ class Executor:
         self, conn: Connection, schema: str, target: Heads, *, wait: bool
     ) -> tuple[Heads, Heads] | None:
         """One transaction: set-up and lock, read the version under the lock, apply."""
-        with database.transaction(conn):
+        with self.turns.transaction(), database.transaction(conn):
             if not schema_tx.begin(conn, self.stream, schema, lock="wait" if wait else "try"):
                 return None
             current = self._read(conn, schema)
@@ -284,7 +317,7 @@ class Executor:
         cfg = self.stream.alembic_config(
             connection=conn, **{SCHEMA_KEY: schema, PREPARED_KEY: True}
         )
-        with ALEMBIC_LOCK:
+        with self.turns.alembic():
             self.action.run(cfg)
         after = self._read(conn, schema)
         records.sync_applied(conn, self.stream.script, self.stream.name, schema, after)

@@ -34,7 +34,8 @@ ONLINE_MARKERS = (
     "migration_context",
 )
 # alembic.op / alembic.context are module globals: one Alembic run at a time per process.
-ALEMBIC_LOCK = threading.Lock()
+# Re-entrant: on Citus a worker may take it before its schema's transaction (executor.turns).
+ALEMBIC_LOCK = threading.RLock()
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Literal
 
 from sqlalchemy.engine import Connection
 
-from .. import database, identifiers, locks
+from .. import catalog, citus, database, identifiers, locks
 from ..config import TABLE_PRIVILEGES, Grants, Project
 from ..streams import Stream
 
@@ -78,7 +78,12 @@ def begin(
     schema (unless ``create`` is false: it exists), then the pinned search_path. With
     ``lock="try"``, False (and nothing else done) when another run holds the schema."""
     project = stream.project
-    database.set_local(conn, timeouts(project))
+    on_citus = citus.is_citus(conn)
+    if on_citus:  # SET LOCAL statements from here on reach every worker used
+        citus.begin(conn)
+        citus.set_local(conn, timeouts(project))
+    else:
+        database.set_local(conn, timeouts(project))
     if lock == "wait":
         locks.wait(conn, stream.name, schema, project.lock_timeout)
     elif lock == "try":
@@ -86,11 +91,24 @@ def begin(
             return False
     else:  # this session holds it already (at session level): re-entrant, no wait
         locks.lock(conn, stream.name, schema)
-    if create:
+    if create and on_citus:
+        _create_on_citus(conn, stream, schema)
+    elif create:
         config = stream.config
         database.run_sql(conn, create_schema_sql(schema, config.owner, config.grants))
     database.set_local(conn, search_path=(schema,))
     return True
+
+
+def _create_on_citus(conn: Connection, stream: Stream, schema: str) -> None:
+    """Only a schema ``pg_namespace`` lacks is created: ``CREATE SCHEMA IF NOT EXISTS`` of an
+    existing schema that is not distributed would distribute it. Tenants become distributed
+    schemas; a named stream's schema stays on the coordinator."""
+    statements = _create(stream, schema)
+    if catalog.schema_exists(conn, schema):
+        citus.run_each(conn, statements[1:])  # the grants only
+    else:
+        citus.create_schema(conn, statements, distributed=stream.is_tenant)
 
 
 def begin_read(conn: Connection, project: Project) -> None:

@@ -1,0 +1,439 @@
+"""Citus mode: what changes when the connected database has the ``citus`` extension.
+
+With Citus schema-based sharding each tenant schema is a *distributed schema*: its tables live
+together on one worker node and every DDL statement goes through the coordinator. Elsewhere
+nothing here runs. On Citus:
+
+* the tool runs against the coordinator only: a worker is refused in one line (:func:`refuse_worker`);
+* every schema transaction starts with ``SET LOCAL citus.propagate_set_commands = 'local'``
+  and sends its timeouts as ``SET LOCAL`` statements, which Citus then sends to every worker
+  the transaction touches (``set_config()`` stays on the coordinator);
+* a schema is created only when ``pg_namespace`` says it is missing, with
+  ``citus.enable_schema_based_sharding`` on for tenants and off for named streams and the
+  tool's own schemas (``CREATE SCHEMA IF NOT EXISTS`` of an undistributed schema would register
+  it as distributed again);
+* tables of a named schema that tenant tables reference become reference tables
+  (``reference_tables``), or the run is refused before any tenant is touched;
+* ``autocommit_block`` runs while no other transaction of the run is open (:class:`Gate`), and
+  INVALID indexes are looked for on the workers too.
+
+Every Citus-specific query is here. The module sits just above :mod:`alembic_schemas.database`,
+whose connect hook records the :class:`Mode` of each new connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from . import identifiers
+from .errors import ConfigError, DatabaseError
+
+KEY = "alembic_schemas.citus"  # the Mode of a DBAPI connection, in its pool record's info
+
+# One sub-select, so that the connect hook learns whether this is Citus in the round trip
+# that pins search_path.
+VERSION_SQL = "(SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'citus')"
+_NODE_SQL = (
+    "SELECT (SELECT groupid FROM pg_catalog.pg_dist_local_group),"
+    " (SELECT nodename || ':' || nodeport FROM pg_catalog.pg_dist_node"
+    "  WHERE groupid = 0 AND noderole = 'primary' ORDER BY nodeid LIMIT 1)"
+)
+
+
+@dataclass(frozen=True)
+class Mode:
+    """What the connected database says about Citus."""
+
+    version: str | None = None  # the citus extension's version; None: not Citus
+    group: int = 0  # pg_dist_local_group: 0 on the coordinator, the worker's group otherwise
+    coordinator: str | None = None  # host:port of the coordinator, when the node knows it
+
+    @property
+    def citus(self) -> bool:
+        return self.version is not None
+
+    @property
+    def worker(self) -> bool:
+        return self.citus and self.group != 0
+
+
+PLAIN = Mode()
+
+
+def read_mode(version: str | None, fetch: Callable[[str], Sequence[Any]]) -> Mode:
+    """The Mode of a node whose citus version is ``version``; ``fetch(sql)`` returns one row."""
+    if version is None:
+        return PLAIN
+    group, coordinator = fetch(_NODE_SQL)
+    return Mode(str(version), int(group or 0), coordinator)
+
+
+def _raw(conn: Connection, sql: str) -> sa.CursorResult[Any]:
+    # Fixed text (names quoted by identifiers): no parameter set, so a % stays a %.
+    return conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
+
+
+def mode(conn: Connection) -> Mode:
+    """The connection's Mode: recorded when the tool's engine connected, detected (once per
+    DBAPI connection) on a connection the caller brought."""
+    found = conn.info.get(KEY)
+    if not isinstance(found, Mode):
+        version = _raw(conn, "SELECT " + VERSION_SQL).scalar()
+        found = read_mode(version, lambda sql: _raw(conn, sql).one())
+        conn.info[KEY] = found
+    return found
+
+
+def is_citus(conn: Connection) -> bool:
+    return mode(conn).citus
+
+
+def refuse_worker(found: Mode, where: str) -> None:
+    """One line when ``where`` is a Citus worker: DDL and the tool's records go through the
+    coordinator, and a worker's view of a tenant (its shard tables) is not the tenant."""
+    if found.worker:
+        at = f" ({found.coordinator})" if found.coordinator else ""
+        raise ConfigError(
+            f"{where} is a Citus worker node (group {found.group}): run alembic-schemas"
+            f" against the coordinator{at}"
+        )
+
+
+def check_connection(conn: Connection) -> None:
+    """:func:`refuse_worker` for a connection the caller brought."""
+    refuse_worker(mode(conn), conn.engine.url.render_as_string(hide_password=True))
+
+
+# --- the schema transaction --------------------------------------------------------------
+
+PROPAGATE = "SET LOCAL citus.propagate_set_commands = 'local'"
+_SETTINGS = frozenset({"lock_timeout", "statement_timeout"})
+_VALUE = re.compile(r"[0-9A-Za-z. ]*\Z")
+
+
+def begin(conn: Connection) -> None:
+    """First statement of a schema transaction on Citus: later ``SET LOCAL`` statements are
+    sent to every worker the transaction uses."""
+    _raw(conn, PROPAGATE)
+
+
+def set_local(conn: Connection, settings: Mapping[str, str]) -> None:
+    """Timeouts as ``SET LOCAL`` statements (one each): only these reach the workers."""
+    for name, value in settings.items():
+        if name not in _SETTINGS or not _VALUE.match(value):  # validated durations only
+            raise ValueError(f"not a timeout setting: {name}={value!r}")
+        _raw(conn, f"SET LOCAL {name} = '{value}'")
+
+
+def sharding_statement(distributed: bool) -> str:
+    return f"SET LOCAL citus.enable_schema_based_sharding = {'on' if distributed else 'off'}"
+
+
+def create_schema(conn: Connection, statements: Sequence[str], *, distributed: bool) -> None:
+    """Create a schema that ``pg_namespace`` says is missing (the caller checked, under its
+    lock): distributed for a tenant, a plain coordinator schema otherwise; one statement per
+    query, as Citus forwards a multi-statement string to the workers whole."""
+    _raw(conn, sharding_statement(distributed))
+    for statement in statements:
+        _raw(conn, statement)
+
+
+def run_each(conn: Connection, statements: Iterable[str]) -> None:
+    """Statements one per query (grants on an existing schema)."""
+    for statement in statements:
+        _raw(conn, statement)
+
+
+# --- reference tables --------------------------------------------------------------------
+
+_TABLES = sa.text(
+    """
+    SELECT c.oid, c.relname,
+           EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = c.oid)
+    FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+    """
+)
+_FOREIGN_KEYS = sa.text(
+    """
+    SELECT conrelid, confrelid FROM pg_catalog.pg_constraint
+    WHERE contype = 'f' AND conrelid = ANY(:oids) AND confrelid = ANY(:oids)
+    """
+)
+
+
+def make_reference_tables(
+    conn: Connection, schema: str, wanted: bool | tuple[str, ...], version_table: str
+) -> list[str]:
+    """Make the ``wanted`` tables of ``schema`` (True: all but the version table) reference
+    tables, those referenced by others first; tables that are Citus tables already, or do
+    not exist yet, are left alone. Returns the tables converted."""
+    if wanted is False:
+        return []
+    rows = conn.execute(_TABLES, {"schema": schema}).all()
+    names = {oid: name for oid, name, _ in rows}
+    todo = {
+        oid
+        for oid, name, distributed in rows
+        if not distributed
+        and (name in wanted if isinstance(wanted, tuple) else name != version_table)
+    }
+    if not todo:
+        return []
+    edges = conn.execute(_FOREIGN_KEYS, {"oids": list(names)}).all()
+    done: list[str] = []
+    for oid in _referenced_first(todo, edges):
+        qualified = identifiers.qualified(schema, names[oid], "table name")
+        conn.execute(
+            sa.text("SELECT pg_catalog.create_reference_table(CAST(:t AS pg_catalog.regclass))"),
+            {"t": qualified},
+        )
+        done.append(qualified)
+    return done
+
+
+def _referenced_first(todo: set[int], edges: Sequence[Any]) -> list[int]:
+    """``todo`` ordered so that a table comes after the tables it references."""
+    refs: dict[int, set[int]] = {oid: set() for oid in todo}
+    for child, parent in edges:
+        if child in refs and parent in todo and parent != child:
+            refs[child].add(parent)
+    out: list[int] = []
+    placed: set[int] = set()
+    while refs:
+        ready = sorted(oid for oid, parents in refs.items() if parents <= placed) or sorted(refs)
+        for oid in ready:
+            out.append(oid)
+            placed.add(oid)
+            del refs[oid]
+    return out
+
+
+_IDENT = r'("(?:[^"]|"")+"|[^\s."(),]+)'
+_REFERENCES = re.compile(r"\bREFERENCES\s+" + _IDENT + r"\s*\.\s*" + _IDENT, re.IGNORECASE)
+
+
+def _unquote(token: str) -> str:
+    if token.startswith('"'):
+        return token[1:-1].replace('""', '"')
+    return token.lower()
+
+
+def referenced_tables(metadata: sa.MetaData | None, sqls: Iterable[str]) -> set[tuple[str, str]]:
+    """(schema, table) of the schema-qualified tables that tenant tables reference: foreign
+    keys of the stream's models, and ``REFERENCES schema.table`` in its rendered revisions."""
+    found: set[tuple[str, str]] = set()
+    for table in metadata.tables.values() if metadata is not None else ():
+        if table.schema is not None:
+            continue  # a named schema's table, copied into the tenant metadata
+        for fk in table.foreign_keys:
+            parts = fk.target_fullname.split(".")
+            if len(parts) == 3:
+                found.add((parts[0], parts[1]))
+    for sql in sqls:
+        for schema, table in _REFERENCES.findall(sql):
+            found.add((_unquote(schema), _unquote(table)))
+    return found
+
+
+_NOT_REFERENCE = sa.text(
+    """
+    SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    JOIN unnest(CAST(:schemas AS text[]), CAST(:tables AS text[])) AS t(s, r)
+      ON n.nspname = t.s AND c.relname = t.r
+    WHERE NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_dist_partition p
+        WHERE p.logicalrelid = c.oid AND p.partmethod = 'n' AND p.repmodel = 't')
+    ORDER BY 1, 2
+    """
+)
+
+
+def refuse_unreferenceable(
+    conn: Connection,
+    stream: str,
+    tables: Iterable[tuple[str, str]],
+    owners: Mapping[str, str],
+) -> None:
+    """Refuse, before any tenant is touched, a tenant stream whose tables reference an
+    existing table that is not a reference table: Citus allows a distributed schema's
+    tables to reference only their own schema and reference tables. ``owners`` maps named
+    schemas to their stream, for the fix."""
+    pairs = sorted(set(tables))
+    if not pairs:
+        return
+    params = {"schemas": [s for s, _ in pairs], "tables": [t for _, t in pairs]}
+    bad = conn.execute(_NOT_REFERENCE, params).all()
+    if not bad:
+        return
+    schema, table = bad[0]
+    qualified = identifiers.qualified(schema, table, "table name")
+    sql = "SELECT create_reference_table('" + qualified.replace("'", "''") + "')"
+    owner = owners.get(schema)
+    fix = (
+        f"set reference_tables = true on stream {owner!r} and run"
+        f" 'alembic-schemas upgrade -s {owner}', or run {sql}"
+        if owner is not None
+        else f"run {sql}"
+    )
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    raise ConfigError(
+        f"tenant stream {stream!r} references {qualified}{more}, which is not a Citus"
+        f" reference table (tables of a distributed tenant schema may reference only their"
+        f" own schema and reference tables): {fix}"
+    )
+
+
+# --- snapshots -----------------------------------------------------------------------------
+
+
+def distribute_schema(conn: Connection, schema: str) -> None:
+    """Make a plain schema, built on the coordinator, a distributed schema (its tables move
+    to a worker as one colocated group)."""
+    conn.execute(
+        sa.text("SELECT pg_catalog.citus_schema_distribute(CAST(:s AS pg_catalog.regnamespace))"),
+        {"s": identifiers.quote(schema)},
+    )
+
+
+# --- INVALID indexes ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InvalidIndex:
+    schema: str
+    name: str  # the coordinator's index name (a shard's suffix removed)
+    node: str  # host:port where it is INVALID
+
+    @property
+    def qualified(self) -> str:
+        return identifiers.qualified(self.schema, self.name, "index name")
+
+    def __str__(self) -> str:
+        return f"{self.qualified} on {self.node}"
+
+
+# Run on each worker by run_command_on_workers; the schema list is quoted by the server (%L).
+_WORKER_INVALID = (
+    "SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(n.nspname, c.relname)),"
+    " '[]') FROM pg_catalog.pg_index i"
+    " JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid"
+    " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE NOT i.indisvalid AND n.nspname = ANY(CAST(%L AS pg_catalog.text[]))"
+)
+_ON_WORKERS = sa.text(
+    "SELECT nodename, nodeport, success, result FROM pg_catalog.run_command_on_workers("
+    "pg_catalog.format(:command, CAST(:schemas AS pg_catalog.text[])))"
+)
+_INDEXES = sa.text(
+    """
+    SELECT n.nspname, c.relname, i.indisvalid FROM pg_catalog.pg_index i
+    JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = ANY(:schemas)
+    """
+)
+_SHARD_SUFFIX = re.compile(r"_\d+\Z")
+
+
+def invalid_indexes(conn: Connection, schemas: Sequence[str]) -> list[InvalidIndex]:
+    """INVALID indexes of ``schemas`` on the coordinator and on every worker (a shard's index
+    is named by its coordinator index), in two queries."""
+    if not schemas:
+        return []
+    coordinator: dict[str, set[str]] = {}
+    found: list[InvalidIndex] = []
+    here = mode(conn).coordinator or "coordinator"
+    for schema, name, valid in conn.execute(_INDEXES, {"schemas": list(schemas)}):
+        coordinator.setdefault(schema, set()).add(name)
+        if not valid:
+            found.append(InvalidIndex(schema, name, here))
+    rows = conn.execute(_ON_WORKERS, {"command": _WORKER_INVALID, "schemas": list(schemas)})
+    for host, port, success, result in rows:
+        node = f"{host}:{port}"
+        if not success:
+            raise DatabaseError(f"cannot look for INVALID indexes on {node}: {result}")
+        for schema, name in json.loads(result):
+            known = coordinator.get(schema, set())
+            if name not in known and _SHARD_SUFFIX.sub("", name) in known:
+                name = _SHARD_SUFFIX.sub("", name)
+            found.append(InvalidIndex(schema, name, node))
+    return sorted(set(found), key=lambda i: (i.schema, i.name, i.node))
+
+
+# --- autocommit blocks in a parallel run ----------------------------------------------------
+
+
+class Gate:
+    """Lets a run's ``autocommit_block`` run only while no other transaction of the run is
+    open. On a Citus worker ``CREATE INDEX CONCURRENTLY`` waits for the worker-side
+    transactions of the run's other sessions, which hold snapshots there: held open while
+    their thread waited its turn for Alembic, they made a fleet run hang.
+
+    Each schema transaction holds the gate :meth:`shared`; a block takes it :meth:`exclusive`
+    (its own thread's shared hold aside), after which new transactions wait for it to end."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._holders: dict[int, int] = {}
+        self._owner: int | None = None
+        self._wanted = 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._owner == me or (self._owner is None and not self._wanted)
+            )
+            self._holders[me] = self._holders.get(me, 0) + 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._holders[me] -= 1
+                if not self._holders[me]:
+                    del self._holders[me]
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cond:
+            self._wanted += 1
+            self._cond.wait_for(lambda: self._owner is None and all(t == me for t in self._holders))
+            self._wanted -= 1
+            self._owner = me
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._owner = None
+                self._cond.notify_all()
+
+
+_gates: weakref.WeakKeyDictionary[Engine, Gate] = weakref.WeakKeyDictionary()
+_gates_lock = threading.Lock()
+
+
+def open_gate(engine: Engine) -> Gate:
+    """The run's gate, for every session of ``engine`` (one engine per API call)."""
+    with _gates_lock:
+        return _gates.setdefault(engine, Gate())
+
+
+def gate_of(engine: Engine) -> Gate | None:
+    with _gates_lock:
+        return _gates.get(engine)
