@@ -505,31 +505,3 @@ def alembic_config(stream: str, *, schema: str | None = None, config: ConfigArg 
         identifiers.validate(schema)
         return st.alembic_config(**{SCHEMA_KEY: schema})
     return st.alembic_config()
-
-
-__all__ = [
-    "CheckResult",
-    "InitResult",
-    "Project",
-    "SchemaResult",
-    "SchemaState",
-    "UpgradeReport",
-    "add_stream",
-    "alembic_config",
-    "check",
-    "current",
-    "downgrade",
-    "heads",
-    "history",
-    "init",
-    "last_failures",
-    "load",
-    "merge",
-    "parse_shard",
-    "revision",
-    "show",
-    "stamp",
-    "status",
-    "upgrade",
-    "verify",
-]
