@@ -43,6 +43,7 @@ from ..errors import (
 )
 from ..results import SchemaResult
 from ..runtime import schema as schema_tx
+from ..sqlscript import split_script
 from ..streams import PREPARED_KEY, SCHEMA_KEY, Stream
 from .plan import Plan
 from .replay import Replayer, Step
@@ -234,7 +235,8 @@ class Executor:
         except ConfigError:  # e.g. the stream's metadata does not import: a usage error
             raise
         except AlembicSchemasError as exc:  # e.g. a refused autocommit_block
-            return self._failed(conn, schema, before, started, str(exc))
+            # describe: with the notes saying what was done about it (an index dropped)
+            return self._failed(conn, schema, before, started, database.describe(exc))
         except Exception as exc:  # a revision's own Python error
             log.debug("%s failed", self.where(schema), exc_info=True)
             return self._failed(conn, schema, before, started, describe_python_error(exc))
@@ -294,7 +296,9 @@ class Executor:
             if step.sql is not None and step.sql.strip():
                 # Rendered with the engine's pyformat dialect, so a literal % is doubled;
                 # passing (empty) parameters lets the driver undo that.
-                conn.exec_driver_sql(step.sql)
+                # Interim, until the lead's pipelined replay lands: one statement per query.
+                for statement in split_script(step.sql):
+                    conn.exec_driver_sql(statement)
         reached = steps[-1].revision
         if current:
             conn.execute(
