@@ -139,16 +139,10 @@ def _drop(admin: sa.Engine, found: Cluster, name: str) -> None:
 
 @pytest.fixture
 def saas(cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ProjectDir:
-    """examples/saas on the test's Citus database, with `shared`'s tables made reference
-    tables (``reference_tables = true``)."""
+    """examples/saas (whose `shared` tables are made reference tables on Citus) on the
+    test's Citus database."""
     shutil.copytree(
         SAAS, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", ".*")
-    )
-    config = tmp_path / "pyproject.toml"
-    text = config.read_text(encoding="utf-8")
-    config.write_text(
-        text.replace('schema = "shared"\n', 'schema = "shared"\nreference_tables = true\n'),
-        encoding="utf-8",
     )
     monkeypatch.setenv("ALEMBIC_SCHEMAS_URL", cluster.url)
     monkeypatch.chdir(tmp_path)
