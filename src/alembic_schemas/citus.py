@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from . import identifiers
+from .config import Project, StreamConfig
 from .errors import ConfigError, DatabaseError
 
 KEY = "alembic_schemas.citus"  # the Mode of a DBAPI connection, in its pool record's info
@@ -263,15 +264,16 @@ _NOT_REFERENCE = sa.text(
 
 def refuse_unreferenceable(
     conn: Connection,
-    stream: str,
-    tables: Iterable[tuple[str, str]],
-    owners: Mapping[str, str],
+    stream: StreamConfig,
+    metadata: sa.MetaData | None,
+    sqls: Iterable[str],
+    project: Project,
 ) -> None:
     """Refuse, before any tenant is touched, a tenant stream whose tables reference an
-    existing table that is not a reference table: Citus allows a distributed schema's
-    tables to reference only their own schema and reference tables. ``owners`` maps named
-    schemas to their stream, for the fix."""
-    pairs = sorted(set(tables))
+    existing table that is not a reference table (see :func:`referenced_tables`): Citus
+    allows a distributed schema's tables to reference only their own schema and reference
+    tables. The message names the table and the fix."""
+    pairs = sorted(referenced_tables(metadata, sqls))
     if not pairs:
         return
     params = {"schemas": [s for s, _ in pairs], "tables": [t for _, t in pairs]}
@@ -281,6 +283,7 @@ def refuse_unreferenceable(
     schema, table = bad[0]
     qualified = identifiers.qualified(schema, table, "table name")
     sql = "SELECT create_reference_table('" + qualified.replace("'", "''") + "')"
+    owners = {c.schema: c.name for c in project.streams.values() if c.schema}
     owner = owners.get(schema)
     fix = (
         f"set reference_tables = true on stream {owner!r} and run"
@@ -290,7 +293,7 @@ def refuse_unreferenceable(
     )
     more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
     raise ConfigError(
-        f"tenant stream {stream!r} references {qualified}{more}, which is not a Citus"
+        f"tenant stream {stream.name!r} references {qualified}{more}, which is not a Citus"
         f" reference table (tables of a distributed tenant schema may reference only their"
         f" own schema and reference tables): {fix}"
     )

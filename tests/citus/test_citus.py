@@ -153,6 +153,10 @@ def test_a_tenant_table_referencing_a_plain_table_is_refused_before_any_tenant(
         ' create_reference_table(\'"shared"."plan"\')'
     ]
     assert not cluster.sql("SELECT 1 FROM pg_namespace WHERE nspname = 'acme'")
+    provisioned = saas.cli("tenants", "create", "acme")  # from the snapshot: the same refusal
+    assert provisioned.returncode == 2
+    assert provisioned.stderr.splitlines()[-1] == failed.stderr.strip()
+    assert not cluster.sql("SELECT 1 FROM pg_namespace WHERE nspname LIKE 'a%'")
 
     config.write_text(
         config.read_text(encoding="utf-8").replace(

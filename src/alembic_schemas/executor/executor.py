@@ -176,10 +176,10 @@ class Executor:
         # wait for Alembic's turn (see turns).
         ways = [self.replayer.path(current, plan.target) for current in set(plan.current.values())]
         sqls = [st.sql for way in ways if way is not None for st in way[0] if st.sql]
-        owners = {c.schema: c.name for c in self.project.streams.values() if c.schema}
         with database.connect(self.engine) as conn:
-            tables = citus.referenced_tables(self.stream.metadata, sqls)
-            citus.refuse_unreferenceable(conn, self.stream.name, tables, owners)
+            citus.refuse_unreferenceable(
+                conn, self.stream.config, self.stream.metadata, sqls, self.project
+            )
         if self.jobs > 1:
             for sc in self.stream.script.walk_revisions():
                 self.replayer.step(sc.revision)

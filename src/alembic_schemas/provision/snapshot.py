@@ -248,6 +248,8 @@ def provision(
     if catalog.schema_exists(conn, tenant):
         raise AlembicSchemasError(f"schema {tenant!r} already exists")
     on_citus = citus.is_citus(conn)
+    if on_citus:  # before the tenant is touched, as an upgrade does
+        citus.refuse_unreferenceable(conn, stream.config, stream.metadata, [sql], stream.project)
     names = sorted(
         {*settings_of(sql), *(timeouts or {}), "search_path", *_citus_settings(on_citus)}
     )
