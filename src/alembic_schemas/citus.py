@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
-import threading
-import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from . import identifiers
 from .config import Project, StreamConfig
@@ -118,41 +117,42 @@ def check_connection(conn: Connection) -> None:
 # --- the schema transaction --------------------------------------------------------------
 
 PROPAGATE = "SET LOCAL citus.propagate_set_commands = 'local'"
-_SETTINGS = frozenset({"lock_timeout", "statement_timeout"})
-_VALUE = re.compile(r"[0-9A-Za-z. ]*\Z")
+_EXISTS = "EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s)"
+
+Statement = tuple[str, Sequence[Any] | None]  # as database.Statement
 
 
-def begin(conn: Connection) -> None:
-    """First statement of a schema transaction on Citus: later ``SET LOCAL`` statements are
-    sent to every worker the transaction uses."""
-    _raw(conn, PROPAGATE)
-
-
-def set_local(conn: Connection, settings: Mapping[str, str]) -> None:
-    """Timeouts as ``SET LOCAL`` statements (one each): only these reach the workers."""
-    for name, value in settings.items():
-        if name not in _SETTINGS or not _VALUE.match(value):  # validated durations only
-            raise ValueError(f"not a timeout setting: {name}={value!r}")
-        _raw(conn, f"SET LOCAL {name} = '{value}'")
+def with_schema_exists(statements: list[Statement], schema: str) -> list[Statement]:
+    """``statements`` (a schema transaction's first batch, ending with its advisory lock)
+    made to end with a query of ``(lock taken, schema exists)``: read under the lock, so a
+    schema is created only when ``pg_namespace`` lacks it."""
+    *before, (sql, params) = statements
+    if sql.startswith("SELECT ") and params is not None:  # the lock itself: one query
+        return [*before, (f"{sql}, {_EXISTS}", (*params, schema))]
+    return [*statements, (f"SELECT true, {_EXISTS}", (schema,))]
 
 
 def sharding_statement(distributed: bool) -> str:
     return f"SET LOCAL citus.enable_schema_based_sharding = {'on' if distributed else 'off'}"
 
 
-def create_schema(conn: Connection, statements: Sequence[str], *, distributed: bool) -> None:
+def create_schema_sql(
+    statements: Sequence[str], exists: bool, distributed: bool
+) -> list[Statement]:
+    """``statements`` (``CREATE SCHEMA``, then grants) as a schema transaction sends them on
+    Citus: an existing schema gets its grants only (``CREATE SCHEMA IF NOT EXISTS`` of a
+    schema that is not distributed would distribute it); a missing one is created with
+    schema-based sharding on for a tenant, off for a named stream's schema."""
+    if exists:
+        return [(sql, None) for sql in statements[1:]]
+    return [(sharding_statement(distributed), None), *((sql, None) for sql in statements)]
+
+
+def create_schema(conn: Connection, statement: str, *, distributed: bool) -> None:
     """Create a schema that ``pg_namespace`` says is missing (the caller checked, under its
-    lock): distributed for a tenant, a plain coordinator schema otherwise; one statement per
-    query, as Citus forwards a multi-statement string to the workers whole."""
-    _raw(conn, sharding_statement(distributed))
-    for statement in statements:
-        _raw(conn, statement)
-
-
-def run_each(conn: Connection, statements: Iterable[str]) -> None:
-    """Statements one per query (grants on an existing schema)."""
-    for statement in statements:
-        _raw(conn, statement)
+    lock), one statement per query."""
+    for sql, _ in create_schema_sql([statement], False, distributed):
+        _raw(conn, sql)
 
 
 # --- reference tables --------------------------------------------------------------------
@@ -380,63 +380,74 @@ def invalid_indexes(conn: Connection, schemas: Sequence[str]) -> list[InvalidInd
 
 
 class Gate:
-    """Lets a run's ``autocommit_block`` run only while no other transaction of the run is
-    open. On a Citus worker ``CREATE INDEX CONCURRENTLY`` waits for the worker-side
-    transactions of the run's other sessions, which hold snapshots there: held open while
-    their thread waited its turn for Alembic, they made a fleet run hang.
+    """Lets a parallel run's ``autocommit_block`` start only once no other transaction of the
+    run is open, and no new one opens until it ends. On Citus ``CREATE INDEX CONCURRENTLY``
+    waits, on every worker, for the older transactions whose worker-side snapshots are
+    still open, the run's other sessions' among them; with the gate it never waits for the
+    run's own sessions, and two blocks of a run never build indexes at the same time.
 
-    Each schema transaction holds the gate :meth:`shared`; a block takes it :meth:`exclusive`
-    (its own thread's shared hold aside), after which new transactions wait for it to end."""
+    Shared by the run's worker processes (built from their multiprocessing context, handed
+    to each at start): every schema transaction holds it :meth:`shared`, a block takes it
+    :meth:`exclusive`. Each worker process runs one schema at a time."""
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._holders: dict[int, int] = {}
-        self._owner: int | None = None
-        self._wanted = 0
+    def __init__(self, context: Any) -> None:
+        self._cond = context.Condition()
+        self._open = context.Value("i", 0, lock=False)  # transactions open in the run
+        self._owner = context.Value("q", 0, lock=False)  # pid of the running block, or 0
+        self._wanted = context.Value("i", 0, lock=False)  # blocks waiting to start
+        self._mine = 0  # this process's own holds (per process: not shared)
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
-        me = threading.get_ident()
+        """Around a schema transaction (and the transactions that follow its blocks)."""
+        me = os.getpid()
         with self._cond:
             self._cond.wait_for(
-                lambda: self._owner == me or (self._owner is None and not self._wanted)
+                lambda: self._owner.value == me or not (self._owner.value or self._wanted.value)
             )
-            self._holders[me] = self._holders.get(me, 0) + 1
+            self._open.value += 1
+            self._mine += 1
         try:
             yield
         finally:
             with self._cond:
-                self._holders[me] -= 1
-                if not self._holders[me]:
-                    del self._holders[me]
+                self._open.value -= 1
+                self._mine -= 1
                 self._cond.notify_all()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
-        me = threading.get_ident()
+        """Around a block: its own transaction is committed, so it does not count while it
+        waits for the others' to end; it counts again for the transaction after the block."""
+        me = os.getpid()
         with self._cond:
-            self._wanted += 1
-            self._cond.wait_for(lambda: self._owner is None and all(t == me for t in self._holders))
-            self._wanted -= 1
-            self._owner = me
+            self._open.value -= self._mine
+            self._wanted.value += 1
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: not self._owner.value and not self._open.value)
+            self._wanted.value -= 1
+            self._owner.value = me
         try:
             yield
         finally:
             with self._cond:
-                self._owner = None
+                self._owner.value = 0
+                self._open.value += self._mine
                 self._cond.notify_all()
 
 
-_gates: weakref.WeakKeyDictionary[Engine, Gate] = weakref.WeakKeyDictionary()
-_gates_lock = threading.Lock()
+_gate: Gate | None = None  # the run's, in a worker process of a parallel run on Citus
 
 
-def open_gate(engine: Engine) -> Gate:
-    """The run's gate, for every session of ``engine`` (one engine per API call)."""
-    with _gates_lock:
-        return _gates.setdefault(engine, Gate())
+def use_gate(gate: Gate | None) -> None:
+    """In a worker process: the gate its schema transactions and blocks use."""
+    global _gate
+    _gate = gate
 
 
-def gate_of(engine: Engine) -> Gate | None:
-    with _gates_lock:
-        return _gates.get(engine)
+def shared() -> contextlib.AbstractContextManager[None]:
+    return _gate.shared() if _gate is not None else contextlib.nullcontext()
+
+
+def exclusive() -> contextlib.AbstractContextManager[None]:
+    return _gate.exclusive() if _gate is not None else contextlib.nullcontext()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -104,8 +105,12 @@ def describe(exc: BaseException) -> str:
     text = str(orig).strip().splitlines()
     first = text[0] if text else type(orig).__name__
     # psycopg prefixes connect errors with these; the rest already says what failed.
-    for prefix in ("connection failed: ", "connection is bad: "):
+    for prefix in ("connection failed: ", "connection is bad: ", "consuming input failed: "):
         first = first.removeprefix(prefix)
+    if getattr(orig, "sqlstate", None) is None and len(text) > 1:
+        # libpq's own explanation of a lost connection follows on indented lines
+        more = " ".join(line.strip() for line in text[1:] if line.strip())
+        first = f"{first} ({more})" if more else first
     # what was done about it, e.g. an INVALID index dropped after a failed autocommit_block
     notes = getattr(exc, "__notes__", None) or getattr(orig, "__notes__", None) or []
     return "; ".join([first.strip(), *notes])
@@ -212,3 +217,40 @@ def set_local(
         run_sql(conn, "SET LOCAL search_path TO " + identifiers.search_path(*search_path))
     if settings:
         conn.execute(sa.select(*(sa.func.set_config(k, v, True) for k, v in settings.items())))
+
+
+Statement = tuple[str, Sequence[Any] | None]
+"""SQL text and its parameters; None: sent as written (a ``%`` is text). Rendered SQL, in
+which SQLAlchemy's pyformat dialect doubled every ``%``, is sent with ``()`` to undo that."""
+
+
+def send(conn: Connection, statements: Sequence[Statement]) -> list[tuple[Any, ...]]:
+    """Send ``statements`` one per query, pipelined: one network wait for all of them (a
+    distributed PostgreSQL such as Citus refuses several statements in one query string).
+    Returns the rows of the last statement. Runs in the connection's current transaction;
+    errors come as SQLAlchemy's DBAPIError, as from ``conn.execute``."""
+    if not statements:
+        return []
+    raw: Any = conn.connection.driver_connection
+    sql, params = statements[0]
+    error: psycopg.Error | None = None
+    try:
+        with raw.pipeline():
+            # An error raised inside the block would make psycopg log one of its own when
+            # the pipeline ends: keep the first and let the pipeline end quietly.
+            try:
+                cursor = raw.cursor()
+                for sql, params in statements[:-1]:
+                    cursor.execute(sql, params, prepare=False)
+                last = raw.cursor()
+                sql, params = statements[-1]
+                last.execute(sql, params, prepare=False)
+            except psycopg.Error as exc:
+                error = exc
+    except psycopg.Error as exc:
+        error = error or exc
+    if error is None:
+        return list(last.fetchall()) if last.description is not None else []
+    if raw.broken or raw.closed:
+        conn.invalidate(error)
+    raise sa.exc.DBAPIError.instance(sql, params, error, psycopg.Error, dialect=conn.dialect)

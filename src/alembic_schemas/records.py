@@ -100,7 +100,7 @@ def ensure(conn: Connection) -> None:
                 conn.execute(sa.schema.CreateSchema(SCHEMA, if_not_exists=True))
             elif not catalog.schema_exists(conn, SCHEMA):  # on the coordinator, not distributed
                 create = sa.schema.CreateSchema(SCHEMA).compile(dialect=conn.dialect)
-                citus.create_schema(conn, [str(create)], distributed=False)
+                citus.create_schema(conn, str(create), distributed=False)
             metadata.create_all(conn, checkfirst=True)
 
 
@@ -248,6 +248,20 @@ def record_applied(
             set_={"checksum": stmt.excluded.checksum, "applied_at": sa.func.now()},
         )
     )
+
+
+def applied_upsert(
+    stream: str, schema: str, revisions: Sequence[tuple[str, str]]
+) -> tuple[str, list[str]]:
+    """:func:`record_applied` as SQL text and parameters, to send in a pipeline."""
+    values = ", ".join(["(%s, %s, %s, %s)"] * len(revisions))
+    params = [v for rev, checksum in revisions for v in (stream, schema, rev, checksum)]
+    sql = (
+        f"INSERT INTO {SCHEMA}.applied (stream, schema_name, revision, checksum) VALUES {values}"
+        " ON CONFLICT (stream, schema_name, revision)"
+        " DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()"
+    )
+    return sql, params
 
 
 def sync_applied(

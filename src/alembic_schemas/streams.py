@@ -25,14 +25,19 @@ SCRATCH_KEY = "alembic_schemas.scratch"
 PREPARED_KEY = "alembic_schemas.prepared"
 
 
+def prepend_sys_path(root: Path) -> None:
+    """The project's folder first on ``sys.path``, as Alembic's ``prepend_sys_path = .``:
+    models and the app helpers revisions import are found from there."""
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+
+
 def resolve_attr(path: str, root: Path, what: str) -> Any:
     """Import ``module:attr.attr`` with ``root`` first on sys.path (Alembic's prepend_sys_path)."""
     module_name, sep, attrs = path.partition(":")
     if not sep or not module_name or not attrs:
         raise ConfigError(f"{what} {path!r} must look like 'package.module:attribute'")
-    root_s = str(root)
-    if root_s not in sys.path:
-        sys.path.insert(0, root_s)
+    prepend_sys_path(root)
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:
@@ -86,6 +91,7 @@ class Stream:
                 f"stream {self.name!r} has no script directory at {self.path} "
                 "(run 'alembic-schemas init')"
             )
+        prepend_sys_path(self.project.root)  # revisions may import the app's helpers
         return ScriptDirectory.from_config(self.alembic_config())
 
     @cached_property

@@ -163,8 +163,8 @@ def drop(
 def _drop_schema(conn: Connection, project: Project, st: Stream, name: str) -> bool:
     """Drop the tenant's schema and its records under the tenant's lock; False if absent."""
     if citus.is_citus(conn):  # the drop takes its shards' locks on a worker too
-        citus.begin(conn)
-        citus.set_local(conn, {"lock_timeout": project.lock_timeout})
+        settings = (citus.PROPAGATE, *schema_tx.settings_sql(project))
+        database.send(conn, [(sql, None) for sql in settings])
     else:
         database.set_local(conn, {"lock_timeout": project.lock_timeout})
     locks.lock(conn, st.name, name)

@@ -156,7 +156,9 @@ def test_a_tenant_table_referencing_a_plain_table_is_refused_before_any_tenant(
     provisioned = saas.cli("tenants", "create", "acme")  # from the snapshot: the same refusal
     assert provisioned.returncode == 2
     assert provisioned.stderr.splitlines()[-1] == failed.stderr.strip()
-    assert not cluster.sql("SELECT 1 FROM pg_namespace WHERE nspname LIKE 'a%'")
+    assert not cluster.sql(  # neither the tenant nor the snapshot's staging schema
+        "SELECT 1 FROM pg_namespace WHERE nspname = 'acme' OR nspname LIKE 'alembic_schemas_new%'"
+    )
 
     config.write_text(
         config.read_text(encoding="utf-8").replace(

@@ -256,8 +256,8 @@ def provision(
     row = conn.execute(sa.select(*(sa.func.current_setting(n) for n in names))).one()
     saved = dict(zip(names, row, strict=True))
     if timeouts and on_citus:  # as SET LOCAL statements, so that they reach the workers
-        citus.begin(conn)
-        citus.set_local(conn, timeouts)
+        settings = (citus.PROPAGATE, *schema_tx.settings_sql(stream.project))
+        database.send(conn, [(sql, None) for sql in settings])
     elif timeouts:
         conn.execute(sa.select(*(sa.func.set_config(k, v, True) for k, v in timeouts.items())))
     finish = [f"ALTER SCHEMA {identifiers.quote(staging)} RENAME TO {identifiers.quote(tenant)}"]

@@ -141,11 +141,8 @@ def _block(
         hook.unlock = locks.session_lock(conn, locks.args(stream.name, schema))
     records.mark_unfinished(conn, stream.name, schema, revision)
     _commit(ctx, conn, stream, schema)  # whole revisions before this one
-    gate = citus.gate_of(conn.engine)  # a parallel run on Citus: no other transaction open
-    with (
-        gate.exclusive() if gate is not None else contextlib.nullcontext(),
-        _autocommit(conn, stream, schema, leftovers, revision),
-    ):
+    # a parallel run on Citus: no other transaction of the run open (citus.Gate)
+    with citus.exclusive(), _autocommit(conn, stream, schema, leftovers, revision):
         yield
     _resume(conn, stream, schema)
     records.clear_unfinished(conn, stream.name, schema, revision)
