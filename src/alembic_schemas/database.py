@@ -162,8 +162,7 @@ LOCK_NOT_AVAILABLE = "55P03"
 
 
 def sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of a SQLAlchemy DBAPIError, or of a psycopg error raised directly."""
-    orig = getattr(exc, "orig", None) or exc
+    orig = getattr(exc, "orig", None)
     return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
 
 

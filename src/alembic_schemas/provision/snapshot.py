@@ -288,19 +288,11 @@ def _citus_settings(on_citus: bool) -> tuple[str, ...]:
 
 
 def _run_script(conn: Connection, statements: Sequence[str], tenant: str) -> None:
-    """The statements one per query, pipelined (one round trip for them all). No parameter
-    set is given, so a ``%`` in a seed row (or a tenant name) is text, not a placeholder."""
-    raw = conn.connection.driver_connection
+    """The statements one per query, pipelined (one network wait for them all), sent as
+    written: a ``%`` in a seed row (or a tenant name) is text, not a placeholder."""
     try:
-        if isinstance(raw, psycopg.Connection):
-            with raw.pipeline():
-                cursor = raw.cursor()
-                for statement in statements:
-                    cursor.execute(statement, prepare=False)
-        else:  # a caller's connection through another driver
-            for statement in statements:
-                database.run_sql(conn, statement)
-    except (psycopg.Error, sa.exc.DBAPIError) as exc:
+        database.send(conn, [(statement, None) for statement in statements])
+    except sa.exc.DBAPIError as exc:
         hint = ""
         if database.sqlstate(exc) in ("42P01", "3F000", "42704"):
             hint = " (are the streams it depends on at head? run 'alembic-schemas upgrade')"
