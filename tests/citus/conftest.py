@@ -161,3 +161,10 @@ def register(cluster: Cluster, *tenants: str) -> None:
     cluster.sql("INSERT INTO shared.plan VALUES (1, 'free') ON CONFLICT DO NOTHING")
     for tenant in tenants:
         cluster.sql("INSERT INTO shared.tenant VALUES (:t, 1)", t=tenant)
+
+
+def migrated(project: ProjectDir, cluster: Cluster, *tenants: str) -> None:
+    """`shared` upgraded, ``tenants`` registered, and upgraded too."""
+    project.cli("upgrade", check=True)
+    register(cluster, *tenants)
+    project.cli("upgrade", check=True)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import alembic_schemas
 from alembic_schemas import citus, identifiers, tenants
 
-from .conftest import Cluster, add_revisions, register
+from .conftest import Cluster, add_revisions, migrated, register
 from conftest import ProjectDir
 
 
@@ -177,9 +177,7 @@ def test_a_lock_held_on_a_worker_shard_fails_the_tenant_by_lock_timeout(
     # Were lock_timeout set on the coordinator only, the worker would wait into the
     # statement timeout instead: the message tells which one fired.
     configure(saas, lock_timeout="200ms", statement_timeout="60s")
-    saas.cli("upgrade", check=True)
-    register(cluster, "acme", "beta")
-    saas.cli("upgrade", check=True)
+    migrated(saas, cluster, "acme", "beta")
     shard, host, port = shard_of(cluster, "acme", "account")
     worker = cluster.engine(host, port)
     add_revisions(saas, "0002_tenant_note.py")
@@ -209,9 +207,7 @@ def test_autocommit_blocks_with_several_jobs_finish_and_leave_valid_indexes_ever
     saas: ProjectDir, cluster: Cluster
 ) -> None:
     fleet = [f"t_{i}" for i in range(6)]
-    saas.cli("upgrade", check=True)
-    register(cluster, *fleet)
-    saas.cli("upgrade", check=True)
+    migrated(saas, cluster, *fleet)
     add_revisions(saas, "0002_tenant_note.py", "0003_tenant_concurrent.py")
     # Hung for over 10 minutes before: a worker's CREATE INDEX CONCURRENTLY waited for the
     # run's other transactions, which waited for the block (the CLI call times out at 300 s).
@@ -235,9 +231,7 @@ def test_autocommit_blocks_with_several_jobs_finish_and_leave_valid_indexes_ever
 def test_an_index_invalid_on_a_worker_is_reported_by_status_and_check_and_stops_a_block(
     saas: ProjectDir, cluster: Cluster
 ) -> None:
-    saas.cli("upgrade", check=True)
-    register(cluster, "acme", "beta")
-    saas.cli("upgrade", check=True)
+    migrated(saas, cluster, "acme", "beta")
     saas.cli("check", check=True)
     shard, host, port = shard_of(cluster, "acme", "account")
     worker = cluster.engine(host, port)
@@ -277,9 +271,7 @@ def test_an_index_invalid_on_a_worker_is_reported_by_status_and_check_and_stops_
 def test_a_block_that_leaves_an_index_invalid_on_a_worker_fails_and_drops_it(
     saas: ProjectDir, cluster: Cluster
 ) -> None:
-    saas.cli("upgrade", check=True)
-    register(cluster, "acme")
-    saas.cli("upgrade", check=True)
+    migrated(saas, cluster, "acme")
     # the shard's worker, and the other with its copy of the table (Citus metadata)
     left = ", ".join(f'"acme"."ix_account_plan" on {h}:{p}' for h, p in cluster.workers)
     add_revisions(saas, "0002_tenant_note.py")
@@ -331,9 +323,7 @@ def test_tenants_are_provisioned_from_a_snapshot_as_distributed_schemas(
 def test_a_tenant_moved_to_another_worker_keeps_migrating(
     saas: ProjectDir, cluster: Cluster
 ) -> None:
-    saas.cli("upgrade", check=True)
-    register(cluster, "acme")
-    saas.cli("upgrade", check=True)
+    migrated(saas, cluster, "acme")
     cluster.sql("INSERT INTO acme.account (email, role, plan_id) VALUES ('a@x', 'owner', 1)")
     (before,) = nodes_of(cluster, "acme")
     (target,) = [w for w in cluster.workers if w != before]
