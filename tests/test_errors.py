@@ -256,7 +256,18 @@ DOCUMENTED_USAGE_ERRORS = {
         CONFIG + 'shema = "core"\n',
         ("upgrade",),
         "{config}: stream 'core': unknown key 'shema' (allowed: depends_on, grants, metadata, "
-        "owner, schema, tenants, version_table)",
+        "owner, reference_tables, schema, tenants, version_table)",
+    ),
+    "reference_tables on a tenant stream": (
+        CONFIG
+        + '[tool.alembic-schemas.streams.t]\ntenants = "like:t_%"\nreference_tables = true\n',
+        ("upgrade",),
+        "{config}: stream 't': reference_tables applies to streams with a 'schema' only",
+    ),
+    "bad reference table name": (
+        CONFIG + 'reference_tables = ["plan", ""]\n',
+        ("upgrade",),
+        "{config}: stream 'core': invalid reference table name: empty",
     ),
     "malformed TOML": (
         CONFIG + "depends_on = [\n",

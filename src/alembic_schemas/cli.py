@@ -509,13 +509,19 @@ def status(
     failures = command.last_failures(config=_cfg(ctx))
     if as_json:
         edited = [e.as_dict() for s in states for e in s.edited]
-        _print_json(
-            {
-                "schemas": [s.as_dict() for s in states],
-                "last_failures": failures,
-                "edited": edited,
-            }
-        )
+        found: dict[str, Any] = {
+            "schemas": [s.as_dict() for s in states],
+            "last_failures": failures,
+            "edited": edited,
+        }
+        invalid = [
+            {"stream": s.stream, "schema": s.schema, "index": i}
+            for s in states
+            for i in s.invalid_indexes
+        ]
+        if invalid:  # Citus only
+            found["invalid_indexes"] = invalid
+        _print_json(found)
         return
     for s in states:
         drift = (
@@ -527,6 +533,8 @@ def status(
         )
         for e in s.edited:
             click.echo(f"  EDITED: {e.message}")
+        for i in s.invalid_indexes:
+            click.echo(f"  INVALID index {i}")
     if failures:
         click.echo("last failures (not succeeded since):")
         for f in failures:

@@ -24,7 +24,17 @@ from alembic.script import Script
 from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
 
-from . import autogenerate, database, identifiers, offline, records, scaffold, sources, versions
+from . import (
+    autogenerate,
+    citus,
+    database,
+    identifiers,
+    offline,
+    records,
+    scaffold,
+    sources,
+    versions,
+)
 from .autogenerate.revision import autogenerate as autogenerate_revision
 from .config import ConfigArg, Project, find_config, load, load_project
 from .errors import ConfigError, DatabaseError, MigrationFailed, RevisionError
@@ -433,8 +443,10 @@ def status(
                 ):
                     edited.setdefault(e.schema, []).append(e)
                 conn.rollback()
+                invalid = _invalid_indexes(conn, names)
                 for state in _states(conn, stream, names):
                     state.edited = edited.get(state.schema, [])
+                    state.invalid_indexes = invalid.get(state.schema, [])
                     if drift and stream.metadata is not None:
                         with conn.begin():
                             state.drift = [
@@ -443,6 +455,16 @@ def status(
                             ]
                     out.append(state)
     return out
+
+
+def _invalid_indexes(conn: sa.Connection, schemas: Sequence[str]) -> dict[str, list[str]]:
+    """Citus: each schema's INVALID indexes, on the coordinator and every worker."""
+    found: dict[str, list[str]] = {}
+    if citus.is_citus(conn):
+        for index in citus.invalid_indexes(conn, schemas):
+            found.setdefault(index.schema, []).append(str(index))
+        conn.rollback()
+    return found
 
 
 @_user_errors
@@ -483,7 +505,13 @@ def check(
 ) -> list[CheckResult]:
     """Compare models with the database; a result is clean when at head and no differences."""
     return [
-        CheckResult(st.stream, st.schema, st.tenant, st.pending, st.drift or [])
+        CheckResult(
+            st.stream,
+            st.schema,
+            st.tenant,
+            st.pending,
+            [*(st.drift or []), *(f"INVALID index {i}" for i in st.invalid_indexes)],
+        )
         for st in status(streams=streams, tenants=tenants, config=config)
     ]
 

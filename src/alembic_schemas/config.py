@@ -47,6 +47,7 @@ _STREAM_KEYS: dict[str, type | tuple[type, ...]] = {
     "owner": str,
     "version_table": str,
     "grants": (list, dict),
+    "reference_tables": (bool, list),
 }
 
 # Privileges a stream's `grants` may give on tables: a fixed allow-list, so configured text is
@@ -69,6 +70,9 @@ class StreamConfig:
     owner: str | None = None
     version_table: str = "alembic_version"
     grants: Grants = ()  # (role, table privileges), validated
+    # Citus: tables of this (named) schema made reference tables after each migration, so
+    # that tenant tables may reference them. True: every table but the version table.
+    reference_tables: bool | tuple[str, ...] = False
 
     @property
     def is_tenant(self) -> bool:
@@ -204,6 +208,23 @@ def _grants(where: str, raw: list[Any] | dict[str, Any]) -> Grants:
     return tuple(out)
 
 
+def _reference_tables(
+    where: str, raw: bool | list[Any], schema: str | None
+) -> bool | tuple[str, ...]:
+    """``reference_tables``: true, false, or a list of table names; named streams only (a
+    table inside a tenant's distributed schema cannot become a reference table)."""
+    if raw is False:
+        return False
+    if schema is None:
+        raise ConfigError(f"{where}: reference_tables applies to streams with a 'schema' only")
+    if raw is True:
+        return True
+    try:
+        return tuple(identifiers.validate_object(t, "reference table name") for t in raw)
+    except identifiers.InvalidIdentifier as exc:
+        raise identifiers.InvalidIdentifier(f"{where}: {exc}") from None
+
+
 def _version_table(where: str, name: object) -> str:
     """A version table name whose primary key, Alembic's ``<name>_pkc``, fits in 63 bytes too:
     the server would truncate that name, and at 63 bytes into the table's own name."""
@@ -253,6 +274,7 @@ def _build(config_path: Path, data: dict[str, Any]) -> Project:
             grants = _grants(swhere, raw.get("grants", []))
         except identifiers.InvalidIdentifier as exc:
             raise identifiers.InvalidIdentifier(f"{swhere}: {exc}") from None
+        references = _reference_tables(swhere, raw.get("reference_tables", False), schema)
         depends = raw.get("depends_on", [])
         if not all(isinstance(d, str) for d in depends):
             raise ConfigError(f"{swhere}: depends_on must be a list of stream names")
@@ -264,6 +286,7 @@ def _build(config_path: Path, data: dict[str, Any]) -> Project:
             depends_on=tuple(depends),
             owner=owner,
             grants=grants,
+            reference_tables=references,
             version_table=_version_table(swhere, raw.get("version_table", default_vt)),
         )
     schemas_seen: dict[str, str] = {}

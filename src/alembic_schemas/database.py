@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-from . import embedded, identifiers
+from . import citus, embedded, identifiers
 from .config import Project
 from .errors import ConfigError, DatabaseError
 
@@ -51,11 +51,23 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
     # insert=True: run before SQLAlchemy's first-connect initialize(), so the dialect's
     # default_schema_name is read with the pinned search_path.
     @event.listens_for(engine.pool, "connect", insert=True)
-    def _pin_search_path(dbapi_connection: Any, _record: Any) -> None:
+    def _pin_search_path(dbapi_connection: Any, record: Any) -> None:
+        # One round trip pins search_path and tells whether this is a Citus database.
         cursor = dbapi_connection.cursor()
-        cursor.execute("SET search_path TO " + BASE_SEARCH_PATH)
+        cursor.execute(
+            f"SELECT pg_catalog.set_config('search_path', '{BASE_SEARCH_PATH}', false), "
+            + citus.VERSION_SQL
+        )
+        version = cursor.fetchone()[1]
+        mode = citus.read_mode(version, lambda sql: cursor.execute(sql).fetchone())
         cursor.close()
         dbapi_connection.commit()
+        record.info[citus.KEY] = mode
+        try:
+            citus.refuse_worker(mode, engine.url.render_as_string(hide_password=True))
+        except ConfigError:
+            dbapi_connection.close()
+            raise
 
     return engine
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic.runtime.environment import EnvironmentContext
 from sqlalchemy.engine import Connection
 
-from . import database, identifiers, sources, versions
+from . import citus, database, identifiers, sources, versions
 from .autogenerate import context_options, schemaless_options
 from .config import load_project
 from .errors import ConfigError
@@ -38,6 +38,7 @@ def run_in_context(env: EnvironmentContext, stream: Stream, schema: str, conn: C
     if own:
         conn.begin()
     try:
+        citus.check_connection(conn)  # a connection the caller brought may be a worker's
         if read_only and (scratch or stream.is_tenant):
             # Tenant autogenerate/check, also from plain `alembic -x tenant=T`: compare
             # schema-less, so no tenant name is rendered into a revision file.
@@ -93,6 +94,11 @@ def _migrate(
         except BaseException as exc:
             hook.explain(exc)
             raise
+        if stream.config.reference_tables and citus.is_citus(conn):
+            # in the migration's transaction, so tenants never see the table otherwise
+            citus.make_reference_tables(
+                conn, schema, stream.config.reference_tables, stream.version_table
+            )
     finally:
         hook.remove()
         if stream.is_tenant:

@@ -35,7 +35,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 
-from . import catalog, database, identifiers, locks
+from . import catalog, citus, database, identifiers, locks
 from .results import EditedRevision, SchemaResult
 
 SCHEMA = identifiers.TOOL_SCHEMA
@@ -96,7 +96,11 @@ def ensure(conn: Connection) -> None:
     if not exists:
         with conn.begin_nested() if conn.in_transaction() else conn.begin():
             locks.lock_record(conn)
-            conn.execute(sa.schema.CreateSchema(SCHEMA, if_not_exists=True))
+            if not citus.is_citus(conn):
+                conn.execute(sa.schema.CreateSchema(SCHEMA, if_not_exists=True))
+            elif not catalog.schema_exists(conn, SCHEMA):  # on the coordinator, not distributed
+                create = sa.schema.CreateSchema(SCHEMA).compile(dialect=conn.dialect)
+                citus.create_schema(conn, str(create), distributed=False)
             metadata.create_all(conn, checkfirst=True)
 
 

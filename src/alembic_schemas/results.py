@@ -20,6 +20,9 @@ class SchemaState:
     # Applied revisions whose file changed since (filled by status; not in as_dict, whose
     # keys are documented: status --json lists them under a top-level "edited").
     edited: list[EditedRevision] = field(default_factory=list)
+    # Citus: INVALID indexes of the schema, on the coordinator or a worker ('"s"."i" on
+    # host:port'); status --json lists them under a top-level "invalid_indexes".
+    invalid_indexes: list[str] = field(default_factory=list)
 
     @property
     def at_head(self) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from . import catalog, command, database, identifiers, locks, provision, records, versions
+from . import catalog, citus, command, database, identifiers, locks, provision, records, versions
 from .config import ConfigArg, Project, load
 from .errors import AlembicSchemasError, ConfigError, MigrationFailed
 from .results import SchemaResult
@@ -162,7 +162,11 @@ def drop(
 
 def _drop_schema(conn: Connection, project: Project, st: Stream, name: str) -> bool:
     """Drop the tenant's schema and its records under the tenant's lock; False if absent."""
-    database.set_local(conn, {"lock_timeout": project.lock_timeout})
+    if citus.is_citus(conn):  # the drop takes its shards' locks on a worker too
+        settings = (citus.PROPAGATE, *schema_tx.settings_sql(project))
+        database.send(conn, [(sql, None) for sql in settings])
+    else:
+        database.set_local(conn, {"lock_timeout": project.lock_timeout})
     locks.lock(conn, st.name, name)
     if not catalog.schema_exists(conn, name):
         return False
