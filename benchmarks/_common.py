@@ -7,7 +7,9 @@ never in the database the URL names.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import os
 import resource
 import shutil
@@ -26,7 +28,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
-from alembic_schemas import database, embedded, identifiers
+from alembic_schemas import database, embedded, identifiers, init
 from alembic_schemas.config import URL_ENV
 
 T = TypeVar("T")
@@ -338,6 +340,65 @@ def linear(revisions: Sequence[tuple[str, str, str, str]]) -> list[Revision]:
     for rev, message, up, down in revisions:
         out.append(Revision(rev, out[-1].id if out else None, message, up, down))
     return out
+
+
+TENANT_STREAM = "tenant"
+
+
+def tenant_project(root: Path, url: str, revisions: Sequence[Revision]) -> Path:
+    """A project in ``root`` with one tenant stream, ``tenant``, over ``like:tenant_%``,
+    holding ``revisions``; returns its ``pyproject.toml``."""
+    root.mkdir(parents=True)
+    config = root / "pyproject.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            [tool.alembic-schemas]
+            url = {json.dumps(url)}
+            script_location = "migrations"
+
+            [tool.alembic-schemas.streams.{TENANT_STREAM}]
+            tenants = "like:tenant_%"
+            """
+        ).lstrip(),
+        encoding="utf-8",
+    )
+    init(root)
+    write_revisions(root / "migrations" / TENANT_STREAM / "versions", revisions)
+    return config
+
+
+def fleet_arguments(prog: str, description: str) -> argparse.ArgumentParser:
+    """The options every fleet benchmark takes: --tenants, --jobs, --url, --json."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--tenants", type=int, default=1000, help="tenant schemas (default 1000)")
+    p.add_argument("--jobs", type=int, default=None, help="workers for ours (default: CPU count)")
+    p.add_argument(
+        "--url", default=None, help=f"PostgreSQL server (default: ${URL_ENV} or embedded)"
+    )
+    p.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
+    return p
+
+
+def fresh_tenants(db: ScratchDatabase, engine: Engine, names: Sequence[str]) -> None:
+    """``db`` empty again with ``names`` as empty schemas; then a checkpoint."""
+    started = time.perf_counter()
+    db.recreate()
+    create_schemas(engine, names)
+    db.checkpoint()
+    log(f"  {len(names)} empty tenant schemas ready in {time.perf_counter() - started:.1f} s")
+
+
+def tenant_names(n: int) -> list[str]:
+    """``tenant_00001`` ... in order (they sort as they are numbered)."""
+    width = max(5, len(str(n)))
+    return [f"tenant_{i:0{width}d}" for i in range(1, n + 1)]
+
+
+def spread_sample(names: Sequence[str], k: int) -> list[str]:
+    """``k`` names spread evenly over the list (first, ..., near last); all of them for 0."""
+    k = min(k, len(names)) if k else len(names)
+    return [names[i * len(names) // k] for i in range(k)]
 
 
 # --- a history shaped like a real, long-lived one (benchmarks/fleet_real.py) ---------------

@@ -39,7 +39,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -61,7 +60,7 @@ import alembic_schemas  # noqa: E402
 from alembic_schemas import identifiers  # noqa: E402
 from alembic_schemas.config import URL_ENV  # noqa: E402
 
-STREAM = "tenant"
+STREAM = _common.TENANT_STREAM
 VERSION_TABLE = "alembic_version"
 TABLES = ("account", "project", "task", "comment")
 EXPECTED_COLUMNS = 20  # account 4, project 4+1, task 5+1, comment 5, at head
@@ -293,30 +292,9 @@ format = %(levelname)-5.5s [%(name)s] %(message)s
 # --- the project -------------------------------------------------------------------------
 
 
-def write_revisions(versions: Path) -> None:
-    _common.write_revisions(versions, _common.linear(REVISIONS))
-
-
 def build_project(root: Path, url: str) -> Path:
     """A project with one tenant stream over ``like:tenant_%`` and the 5 revisions."""
-    root.mkdir(parents=True)
-    config = root / "pyproject.toml"
-    config.write_text(
-        textwrap.dedent(
-            f"""
-            [tool.alembic-schemas]
-            url = {json.dumps(url)}
-            script_location = "migrations"
-
-            [tool.alembic-schemas.streams.{STREAM}]
-            tenants = "like:tenant_%"
-            """
-        ).lstrip(),
-        encoding="utf-8",
-    )
-    alembic_schemas.init(root)
-    write_revisions(root / "migrations" / STREAM / "versions")
-    return config
+    return _common.tenant_project(root, url, _common.linear(REVISIONS))
 
 
 def build_cookbook(root: Path, url: str, versions: Path) -> Path:
@@ -330,17 +308,6 @@ def build_cookbook(root: Path, url: str, versions: Path) -> Path:
         encoding="utf-8",
     )
     return ini
-
-
-def tenant_names(n: int) -> list[str]:
-    width = max(5, len(str(n)))
-    return [f"tenant_{i:0{width}d}" for i in range(1, n + 1)]
-
-
-def spread_sample(names: Sequence[str], k: int) -> list[str]:
-    """``k`` tenants spread evenly over the list (first, ..., near last)."""
-    k = min(k, len(names))
-    return [names[i * len(names) // k] for i in range(k)]
 
 
 # --- checking a result -------------------------------------------------------------------
@@ -479,15 +446,6 @@ class Measurement:
         d["cpu_per_tenant"] = self.cpu_per_tenant
         d["server_cpu_per_tenant"] = self.server_cpu_per_tenant
         return d
-
-
-def fresh_tenants(db: _common.ScratchDatabase, engine: Engine, names: Sequence[str]) -> None:
-    """An empty database again with ``names`` as empty schemas; then a checkpoint."""
-    started = time.perf_counter()
-    db.recreate()
-    _common.create_schemas(engine, names)
-    db.checkpoint()
-    log(f"  {len(names)} empty tenant schemas ready in {time.perf_counter() - started:.1f} s")
 
 
 def run_ours(project: Path, jobs: int, label: str, n: int, postmaster: int | None) -> Measurement:
@@ -637,19 +595,13 @@ def run_cookbook(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python benchmarks/fleet.py",
-        description="Upgrade N tenant schemas: alembic-schemas vs the psql floor vs the cookbook.",
+    p = _common.fleet_arguments(
+        "python benchmarks/fleet.py",
+        "Upgrade N tenant schemas: alembic-schemas vs the psql floor vs the cookbook.",
     )
-    p.add_argument("--tenants", type=int, default=1000, help="tenant schemas (default 1000)")
-    p.add_argument("--jobs", type=int, default=None, help="workers for ours (default: CPU count)")
     p.add_argument(
         "--sample", type=int, default=20, help="tenants for the cookbook loop (default 20; 0 skips)"
     )
-    p.add_argument(
-        "--url", default=None, help=f"PostgreSQL server (default: ${URL_ENV} or embedded)"
-    )
-    p.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
     args = p.parse_args(argv)
     if args.tenants < 2:
         p.error("--tenants must be at least 2")
@@ -662,7 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     n: int = args.tenants
     jobs: int = args.jobs or os.cpu_count() or 1
-    names = tenant_names(n)
+    names = _common.tenant_names(n)
     measurements: dict[str, Measurement] = {}
 
     with contextlib.ExitStack() as stack:
@@ -681,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # 1. ours, base -> head
         log("ours: upgrade every tenant")
-        fresh_tenants(db, engine, names)
+        _common.fresh_tenants(db, engine, names)
         ours = run_ours(project, jobs, f"ours upgrade (jobs={jobs})", n, postmaster)
         measurements["ours"] = ours
         if ours.error is None:
@@ -709,7 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sql_for, source = tenant_sql(render_cookbook(ini), names), "cookbook env --sql"
         write_psql_file(sql_file, sql_for, names)
         log(f"  {sql_file.stat().st_size / 1e6:.1f} MB of SQL from {source}")
-        fresh_tenants(db, engine, names)
+        _common.fresh_tenants(db, engine, names)
         log("psql floor: replaying")
         floor = run_psql(srv, db.url, sql_file, n, postmaster)
         floor.notes.append(f"SQL from {source}")
@@ -720,9 +672,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # 4. the cookbook loop on a sample
         if args.sample:
-            sample = spread_sample(names, args.sample)
+            sample = _common.spread_sample(names, args.sample)
             log(f"cookbook loop: {len(sample)} processes, one per tenant")
-            fresh_tenants(db, engine, names)
+            _common.fresh_tenants(db, engine, names)
             cook = run_cookbook(ini, sample, n, "cookbook loop (1 process/tenant)", postmaster)
             if cook.error is None:
                 check(cook, engine, sample)

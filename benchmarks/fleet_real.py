@@ -40,7 +40,6 @@ import json
 import os
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,7 +60,7 @@ from _common import log  # noqa: E402
 import alembic_schemas  # noqa: E402
 from alembic_schemas.config import URL_ENV  # noqa: E402
 
-STREAM = "tenant"
+STREAM = _common.TENANT_STREAM
 VERSION_TABLE = "alembic_version"
 HISTORY = _common.real_history()
 HEAD = HISTORY[-1].id
@@ -92,24 +91,7 @@ with connection.begin():
 
 def build_project(root: Path, url: str) -> Path:
     """Ours: one tenant stream over ``like:tenant_%`` holding the generated history."""
-    root.mkdir(parents=True)
-    config = root / "pyproject.toml"
-    config.write_text(
-        textwrap.dedent(
-            f"""
-            [tool.alembic-schemas]
-            url = {json.dumps(url)}
-            script_location = "migrations"
-
-            [tool.alembic-schemas.streams.{STREAM}]
-            tenants = "like:tenant_%"
-            """
-        ).lstrip(),
-        encoding="utf-8",
-    )
-    alembic_schemas.init(root)
-    _common.write_revisions(root / "migrations" / STREAM / "versions", HISTORY)
-    return config
+    return _common.tenant_project(root, url, HISTORY)
 
 
 def plain_config(root: Path, versions: Path) -> Config:
@@ -120,16 +102,6 @@ def plain_config(root: Path, versions: Path) -> Config:
     cfg.set_main_option("script_location", str(root))
     cfg.set_main_option("version_locations", str(versions))
     return cfg
-
-
-def tenant_names(n: int) -> list[str]:
-    width = max(5, len(str(n)))
-    return [f"tenant_{i:0{width}d}" for i in range(1, n + 1)]
-
-
-def spread_sample(names: Sequence[str], k: int) -> list[str]:
-    k = min(k, len(names)) if k else len(names)
-    return [names[i * len(names) // k] for i in range(k)]
 
 
 # --- what a schema looks like ------------------------------------------------------------
@@ -399,24 +371,14 @@ def check(m: Measurement, engine: Engine, names: Sequence[str], ref: Reference) 
         log(f"  FAILED {m.name}: {m.error}")
 
 
-def fresh_tenants(db: _common.ScratchDatabase, names: Sequence[str]) -> Engine:
-    db.recreate()
-    engine = db.engine(poolclass=sa.pool.NullPool)
-    _common.create_schemas(engine, names)
-    db.checkpoint()
-    return engine
-
-
 # --- the run -----------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python benchmarks/fleet_real.py",
-        description="A 60-revision real-shaped history over N tenants: ours vs plain Alembic.",
+    p = _common.fleet_arguments(
+        "python benchmarks/fleet_real.py",
+        "A 60-revision real-shaped history over N tenants: ours vs plain Alembic.",
     )
-    p.add_argument("--tenants", type=int, default=1000, help="tenant schemas (default 1000)")
-    p.add_argument("--jobs", type=int, default=None, help="workers for ours (default: CPU count)")
     p.add_argument(
         "--baseline-sample",
         type=int,
@@ -426,10 +388,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--rounds", type=int, default=1, help="downgrade jobs=2/jobs=1 pairs (default 1)"
     )
-    p.add_argument(
-        "--url", default=None, help=f"PostgreSQL server (default: ${URL_ENV} or embedded)"
-    )
-    p.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
     args = p.parse_args(argv)
     if args.tenants < 2 or args.baseline_sample < 0 or args.rounds < 1:
         p.error("--tenants >= 2, --baseline-sample >= 0 and --rounds >= 1")
@@ -440,8 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     n: int = args.tenants
     jobs: int = args.jobs or os.cpu_count() or 1
-    names = tenant_names(n)
-    sample = spread_sample(names, args.baseline_sample)
+    names = _common.tenant_names(n)
+    sample = _common.spread_sample(names, args.baseline_sample)
     ms: list[Measurement] = []
 
     with contextlib.ExitStack() as stack:
@@ -452,7 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ[URL_ENV] = ours_db.url
         project = build_project(tmp / "project", ours_db.url)
         cfg = plain_config(tmp / "plain", project.parent / "migrations" / STREAM / "versions")
-        plain = fresh_tenants(plain_db, names)
+        plain = plain_db.engine(poolclass=sa.pool.NullPool)
+        _common.fresh_tenants(plain_db, plain, names)
         version = _common.server_version(plain)
         postmaster = _common.postmaster_pid(srv.admin_engine())
 
@@ -473,7 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"  {base.name}: {base.seconds:.2f} s, CPU {base.cpu_ms_per_tenant:.2f} ms/tenant")
 
         log(f"ours: upgrade every tenant, jobs={jobs}")
-        engine = fresh_tenants(ours_db, names)
+        engine = ours_db.engine(poolclass=sa.pool.NullPool)
+        _common.fresh_tenants(ours_db, engine, names)
         up = timed(
             Measurement(f"ours upgrade (jobs={jobs})", n), ours(project, "upgrade", "head", jobs)
         )
