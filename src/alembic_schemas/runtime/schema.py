@@ -99,21 +99,18 @@ def begin(
     project = stream.project
     key = locks.args(stream.name, schema)
     first: list[database.Statement] = [(sql, None) for sql in settings_sql(project)]
-    if lock == "try":
-        first.append(("SELECT pg_catalog.pg_try_advisory_xact_lock(%s, %s)", key))
-    elif lock == "wait":
-        # Only runs of this tool take this lock, never an application query: waiting for it
-        # is not bounded by lock_timeout (statement_timeout still applies).
-        first += [
-            (_setting("lock_timeout", "0"), None),
-            ("SELECT pg_catalog.pg_advisory_xact_lock(%s, %s)", key),
-            (_setting("lock_timeout", project.lock_timeout), None),
-        ]
-    else:  # this session holds it already (at session level): re-entrant, no wait
+    if lock == "held":  # this session holds it already (at session level): re-entrant
         first.append(("SELECT pg_catalog.pg_advisory_xact_lock(%s, %s)", key))
+    else:
+        first.append(("SELECT pg_catalog.pg_try_advisory_xact_lock(%s, %s)", key))
     taken = database.send(conn, first)
-    if lock == "try" and not taken[0][0]:
-        return None
+    if lock != "held" and not taken[0][0]:
+        if lock == "try":
+            return None
+        # Another run holds it: wait in short tries, not in one blocked statement (whose
+        # snapshot a CREATE INDEX CONCURRENTLY of that run would wait for), bounded by
+        # statement_timeout but not lock_timeout (only runs of this tool take this lock).
+        locks.wait(conn, stream.name, schema)
     rest: list[database.Statement] = []
     if create:
         rest += [(sql, None) for sql in _create(stream, schema)]
