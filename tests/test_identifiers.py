@@ -24,7 +24,7 @@ from alembic_schemas.config import Project, StreamConfig
 from alembic_schemas.runtime import schema as schema_tx
 from alembic_schemas.streams import Stream
 
-from helpers import scratch_database
+from helpers import scratch_connection
 
 TRICKY = "\"';,. $%\\-_()[]{}*/\n\t\r" + "aAzZ09éßİı日本\u200b\u0301\U0001f600"
 names = st.one_of(
@@ -43,13 +43,8 @@ names = st.one_of(
 @pytest.fixture(scope="module")
 def conn(admin_engine: sa.Engine, server_url: str) -> Iterator[Connection]:
     """One connection to a throw-away database; every example rolls back."""
-    with scratch_database(admin_engine, server_url, "ident_") as url:
-        engine = database.create_engine(url)
-        try:
-            with engine.connect() as connection:
-                yield connection
-        finally:
-            engine.dispose()
+    with scratch_connection(admin_engine, server_url, "ident_") as connection:
+        yield connection
 
 
 def _stream() -> Stream:

@@ -19,7 +19,7 @@ from alembic import command
 import alembic_schemas
 from alembic_schemas import database
 
-from conftest import ProjectDir
+from helpers import Catalog, ProjectDir
 
 SEED = Path(__file__).resolve().parent.parent / "examples" / "seed"
 
@@ -60,15 +60,11 @@ def _alembic(
 
 
 def _versions(db: sa.Engine, schema: str) -> list[str] | None:
-    if not sa.inspect(db).has_table("alembic_version", schema=schema):
-        return None
-    with db.connect() as conn:
-        table = sa.table("alembic_version", sa.column("version_num"), schema=schema)
-        return sorted(conn.scalars(sa.select(table.c.version_num)))
+    return Catalog(db).versions(schema)
 
 
 def _tables(db: sa.Engine, schema: str) -> set[str]:
-    return set(sa.inspect(db).get_table_names(schema=schema))
+    return Catalog(db).tables(schema)
 
 
 def test_plain_alembic_command_line_on_a_stream_folder(seed: ProjectDir, db: sa.Engine) -> None:

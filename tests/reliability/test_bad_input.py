@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -34,7 +33,15 @@ from sqlalchemy.engine import make_url
 import alembic_schemas
 from alembic_schemas import identifiers
 
-from helpers import HANG, Catalog, ProjectDir, create_schemas, one_error_line, tenant_names
+from helpers import (
+    HANG,
+    Catalog,
+    ProjectDir,
+    closed_port,
+    create_schemas,
+    one_error_line,
+    tenant_names,
+)
 
 TENANT_CONFIG = """
 [tool.alembic-schemas]
@@ -60,12 +67,6 @@ R1_BODY = 'op.create_table("item", sa.Column("id", sa.Integer, primary_key=True)
 R2_BODY = 'op.add_column("item", sa.Column("note", sa.Text))'
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _tenants(project: ProjectDir, *revisions: str) -> None:
     """The tenant stream (``like:t_%``, lock_timeout 5s) with the given revisions."""
     project.write("pyproject.toml", TENANT_CONFIG.format(lock_timeout="5s", lock_retries=3))
@@ -82,15 +83,11 @@ def _revisions(project: ProjectDir, stream: str, *revisions: str, disk: bool = F
 
 def _run_record(catalog: Catalog, run_id: str) -> list[tuple[object, ...]]:
     """(stream, schema, from, to, status, error) of each attempt of one run."""
-    with catalog.db.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT stream, schema_name, from_rev, to_rev, status, error"
-                " FROM alembic_schemas.attempt WHERE run_id = :r ORDER BY schema_name"
-            ),
-            {"r": run_id},
-        )
-        return [tuple(r) for r in rows]
+    return catalog.rows(
+        "SELECT stream, schema_name, from_rev, to_rev, status, error"
+        " FROM alembic_schemas.attempt WHERE run_id = :r ORDER BY schema_name",
+        r=run_id,
+    )
 
 
 # --- promise 4: a held lock --------------------------------------------------------------
@@ -259,7 +256,7 @@ def test_a_refused_tenant_name_is_a_usage_error_before_connecting(
     project: ProjectDir, catalog: Catalog
 ) -> None:
     _tenants(project, "r1")
-    nowhere = f"postgresql+psycopg://nobody@127.0.0.1:{_closed_port()}/nowhere"
+    nowhere = f"postgresql+psycopg://nobody@127.0.0.1:{closed_port()}/nowhere"
 
     # Exit 2 with the name's reason, not exit 1 "cannot connect": refused before any SQL.
     message = one_error_line(

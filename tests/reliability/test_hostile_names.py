@@ -33,7 +33,6 @@ import operator
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -62,7 +61,7 @@ from alembic_schemas.errors import AlembicSchemasError, DatabaseError
 from alembic_schemas.runtime import schema as schema_tx
 from alembic_schemas.streams import SCHEMA_KEY, Stream
 
-from helpers import scratch_database, write_revision
+from helpers import closed_port, scratch_connection, write_revision
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -307,13 +306,7 @@ def assert_same_structure(hostile_sql: str, placeholder_sql: str, mapping: dict[
 # --- running the CLI in-process ------------------------------------------------------------
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-NOWHERE = f"postgresql+psycopg://nobody@127.0.0.1:{_closed_port()}/nowhere"
+NOWHERE = f"postgresql+psycopg://nobody@127.0.0.1:{closed_port()}/nowhere"
 
 
 @dataclass
@@ -480,20 +473,10 @@ def offline_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def hostile_db(admin_engine: sa.Engine, server_url: str) -> Iterator[str]:
-    """A throw-away database for the module's PostgreSQL examples."""
-    with scratch_database(admin_engine, server_url, "hostile_") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def conn(hostile_db: str) -> Iterator[Connection]:
-    engine = database.create_engine(hostile_db)
-    try:
-        with engine.connect() as connection:
-            yield connection
-    finally:
-        engine.dispose()
+def conn(admin_engine: sa.Engine, server_url: str) -> Iterator[Connection]:
+    """One connection to a throw-away database, for the module's PostgreSQL examples."""
+    with scratch_connection(admin_engine, server_url, "hostile_") as connection:
+        yield connection
 
 
 def raw_quote(name: str) -> str:

@@ -65,16 +65,13 @@ def _project(project: ProjectDir, streams: tuple[str, ...] = ("core", "tenant"))
 
 def _indexes(catalog: Catalog, name: str = "item_code") -> dict[str, bool]:
     """schema -> indisvalid of each index called ``name``."""
-    with catalog.db.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT n.nspname, i.indisvalid FROM pg_index i"
-                " JOIN pg_class c ON c.oid = i.indexrelid"
-                " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = :name"
-            ),
-            {"name": name},
-        )
-        return {r[0]: r[1] for r in rows}
+    found = catalog.rows(
+        "SELECT n.nspname, i.indisvalid FROM pg_index i"
+        " JOIN pg_class c ON c.oid = i.indexrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = :name",
+        name=name,
+    )
+    return {r[0]: r[1] for r in found}
 
 
 def _invalid_indexes(catalog: Catalog) -> list[str]:
