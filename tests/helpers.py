@@ -254,6 +254,15 @@ class Catalog:
     def schemas(self) -> set[str]:
         return set(self.strings("SELECT nspname FROM pg_namespace"))
 
+    def user_schemas(self) -> set[str]:
+        """Every schema but PostgreSQL's own (pg_*, information_schema)."""
+        return set(
+            self.strings(
+                "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname NOT LIKE 'pg\\_%'"
+                " AND nspname <> 'information_schema'"
+            )
+        )
+
     def tables(self, schema: str) -> set[str]:
         return set(self.strings("SELECT tablename FROM pg_tables WHERE schemaname = :s", s=schema))
 

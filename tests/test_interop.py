@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import command
 
 import alembic_schemas
-from alembic_schemas import database
+from alembic_schemas import database, pytest_plugin
 
 from helpers import Catalog, ProjectDir
 
@@ -147,23 +147,13 @@ def test_alembic_config_runs_on_a_given_connection(seed: ProjectDir, db: sa.Engi
     assert _versions(db, "myschema") == ["ms1"]
 
 
-PLUGIN_CONFTEST = """
-import pytest
+def _documented_conftest() -> str:
+    """The conftest.py the plugin's docstring shows for one stream, as written there: the test
+    runs what the documentation says."""
+    doc = pytest_plugin.__doc__ or ""
+    block = doc.split("in ``tests/conftest.py``::\n", 1)[1].split("\nthen run ", 1)[0]
+    return textwrap.dedent(block)
 
-from alembic_schemas.pytest_plugin import stream_config
-
-pytest_plugins = ["alembic_schemas.pytest_plugin"]
-
-
-@pytest.fixture
-def alembic_config():
-    return stream_config("myschema")
-
-
-@pytest.fixture
-def alembic_engine(alembic_schemas_engine):
-    return alembic_schemas_engine
-"""
 
 # A second stream in the same session, through pytest-alembic's create_alembic_fixture.
 PLUGIN_SECOND_STREAM = """
@@ -266,7 +256,9 @@ def test_pytest_alembic_built_in_tests_pass_on_the_seed_example(
         dirs_exist_ok=True,
         ignore=shutil.ignore_patterns("__pycache__", ".alembic-schemas"),
     )
-    seed.write("tests/conftest.py", PLUGIN_CONFTEST if conftest == "plugin" else RAW_CONFTEST)
+    seed.write(
+        "tests/conftest.py", _documented_conftest() if conftest == "plugin" else RAW_CONFTEST
+    )
     if conftest == "plugin":
         seed.write("tests/test_schema1_migrations.py", PLUGIN_SECOND_STREAM)
     proc = _pytest_alembic(seed)

@@ -25,7 +25,7 @@ from alembic_schemas.cli import cli as cli_main
 from alembic_schemas.config import URL_ENV
 from alembic_schemas.errors import AlembicSchemasError
 
-from helpers import ProjectDir, finish
+from helpers import Catalog, ProjectDir, finish
 
 HEAD = "ten05"
 LIFECYCLE_WITHOUT_BIND = ("shared01", "ten01", "ten02", "ten03", "ten05")
@@ -155,15 +155,7 @@ def ok(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 def schemas(db: sa.Engine) -> set[str]:
-    with db.connect() as conn:
-        return set(
-            conn.scalars(
-                sa.text(
-                    "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname !~ '^pg_' "
-                    "AND nspname <> 'information_schema'"
-                )
-            )
-        )
+    return Catalog(db).user_schemas()
 
 
 def versions(db: sa.Engine, schema: str) -> list[str]:

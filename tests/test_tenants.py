@@ -27,7 +27,7 @@ from alembic_schemas.errors import ConfigError
 from alembic_schemas.executor import replay
 from alembic_schemas.streams import Stream
 
-from helpers import ProjectDir
+from helpers import Catalog, ProjectDir
 
 SCRATCH_PREFIX = "alembic_schemas_scratch"
 # Schemas the tool itself may create besides the streams' own: the run record.
@@ -340,15 +340,7 @@ def objects_in(engine: sa.Engine, schema: str) -> list[str]:
 
 
 def user_schemas(engine: sa.Engine) -> set[str]:
-    with engine.connect() as conn:
-        return set(
-            conn.execute(
-                sa.text(
-                    "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
-                    "AND nspname <> 'information_schema'"
-                )
-            ).scalars()
-        )
+    return Catalog(engine).user_schemas()
 
 
 def scratch_schemas(engine: sa.Engine) -> set[str]:
