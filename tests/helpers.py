@@ -9,6 +9,7 @@ run fails the test instead of the whole suite; it is not a claim about speed."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import socket
@@ -106,6 +107,22 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def config_toml(streams: dict[str, dict[str, object]], **settings: object) -> str:
+    """A pyproject.toml: ``[tool.alembic-schemas]`` with ``settings``, then each stream's table
+    (keys in the order given; strings and lists written as JSON, which TOML reads the same)."""
+
+    def lines(table: str, values: dict[str, object]) -> list[str]:
+        return [f"[{table}]", *(f"{k} = {json.dumps(v)}" for k, v in values.items()), ""]
+
+    out = lines("tool.alembic-schemas", {"script_location": "migrations", **settings})
+    for name, keys in streams.items():
+        out += lines(f"tool.alembic-schemas.streams.{name}", keys)
+    return "\n".join(out)
+
+
+TENANT_STREAM = {"tenant": {"tenants": "like:t_%"}}  # the usual tenant stream
 
 
 def tenant_names(n: int, prefix: str = "t_") -> list[str]:

@@ -40,9 +40,11 @@ from alembic_schemas.streams import streams_of
 
 from helpers import (
     HANG,
+    TENANT_STREAM,
     Catalog,
     ProjectDir,
     closed_port,
+    config_toml,
     create_schemas,
     finish,
     tenant_names,
@@ -51,16 +53,6 @@ from helpers import (
 )
 
 STREAM = "tenant"
-
-CONFIG = """
-[tool.alembic-schemas]
-script_location = "migrations"
-lock_timeout = "{lock_timeout}"
-lock_retries = {lock_retries}
-
-[tool.alembic-schemas.streams.tenant]
-tenants = "like:t_%"
-"""
 
 REVISIONS = ("r1", "r2", "r3")
 TABLES_AT = {"r1": {"item"}, "r2": {"item", "audit"}, "r3": {"item", "audit"}}
@@ -87,7 +79,8 @@ class Fleet:
 
     def configure(self, *, lock_timeout: str = "5s", lock_retries: int = 3) -> None:
         self.project.write(
-            "pyproject.toml", CONFIG.format(lock_timeout=lock_timeout, lock_retries=lock_retries)
+            "pyproject.toml",
+            config_toml(TENANT_STREAM, lock_timeout=lock_timeout, lock_retries=lock_retries),
         )
 
     def make_tenants(

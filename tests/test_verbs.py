@@ -16,21 +16,18 @@ import sqlalchemy as sa
 import alembic_schemas
 from alembic_schemas import identifiers, load_project
 
-from helpers import Catalog, ProjectDir, closed_port
+from helpers import Catalog, ProjectDir, closed_port, config_toml
 
-PYPROJECT = """
-[tool.alembic-schemas]
-script_location = "migrations"
-
-[tool.alembic-schemas.streams.billing]
-schema = "billing"
-metadata = "verbs_models:Base.metadata"
-depends_on = ["core"]
-
-[tool.alembic-schemas.streams.core]
-schema = "core"
-metadata = "verbs_models:Base.metadata"
-"""
+PYPROJECT = config_toml(
+    {
+        "billing": {
+            "schema": "billing",
+            "metadata": "verbs_models:Base.metadata",
+            "depends_on": ["core"],
+        },
+        "core": {"schema": "core", "metadata": "verbs_models:Base.metadata"},
+    }
+)
 
 # One MetaData for both streams: the FK billing.invoice -> core.account resolves, and each
 # stream still sees only the tables of its own schema.

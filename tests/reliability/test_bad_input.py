@@ -35,32 +35,17 @@ from alembic_schemas import identifiers
 
 from helpers import (
     HANG,
+    TENANT_STREAM,
     Catalog,
     ProjectDir,
     closed_port,
+    config_toml,
     create_schemas,
     one_error_line,
     tenant_names,
 )
 
-TENANT_CONFIG = """
-[tool.alembic-schemas]
-script_location = "migrations"
-lock_timeout = "{lock_timeout}"
-lock_retries = {lock_retries}
-
-[tool.alembic-schemas.streams.tenant]
-tenants = "like:t_%"
-"""
-
-NAMED_CONFIG = """
-[tool.alembic-schemas]
-script_location = "migrations"
-statement_timeout = "{statement_timeout}"
-
-[tool.alembic-schemas.streams.core]
-schema = "core"
-"""
+CORE = {"core": {"schema": "core"}}
 
 # r1 creates ``item``; r2 alters it, so r2 needs ACCESS EXCLUSIVE on ``item``.
 R1_BODY = 'op.create_table("item", sa.Column("id", sa.Integer, primary_key=True))'
@@ -69,7 +54,7 @@ R2_BODY = 'op.add_column("item", sa.Column("note", sa.Text))'
 
 def _tenants(project: ProjectDir, *revisions: str) -> None:
     """The tenant stream (``like:t_%``, lock_timeout 5s) with the given revisions."""
-    project.write("pyproject.toml", TENANT_CONFIG.format(lock_timeout="5s", lock_retries=3))
+    project.write("pyproject.toml", config_toml(TENANT_STREAM, lock_timeout="5s", lock_retries=3))
     alembic_schemas.init(project.root)
     _revisions(project, "tenant", *revisions)
 
@@ -98,7 +83,7 @@ def test_a_table_held_in_access_exclusive_fails_only_its_tenant_and_the_run_retu
 ) -> None:
     retries, held = 3, "t_007"
     project.write(
-        "pyproject.toml", TENANT_CONFIG.format(lock_timeout="200ms", lock_retries=retries)
+        "pyproject.toml", config_toml(TENANT_STREAM, lock_timeout="200ms", lock_retries=retries)
     )
     alembic_schemas.init(project.root)
     _revisions(project, "tenant", "r1", "r2")
@@ -151,7 +136,7 @@ def test_a_table_held_in_access_exclusive_fails_only_its_tenant_and_the_run_retu
 
 def _named(project: ProjectDir, *revisions: str, statement_timeout: str = "0") -> None:
     """The named stream ``core`` with the given revisions."""
-    project.write("pyproject.toml", NAMED_CONFIG.format(statement_timeout=statement_timeout))
+    project.write("pyproject.toml", config_toml(CORE, statement_timeout=statement_timeout))
     alembic_schemas.init(project.root)
     _revisions(project, "core", *revisions)
 
@@ -234,7 +219,7 @@ def test_a_statement_timeout_fails_in_one_line_and_leaves_the_old_revision(
     project: ProjectDir, catalog: Catalog
 ) -> None:
     _named_project(project)
-    project.write("pyproject.toml", NAMED_CONFIG.format(statement_timeout="50ms"))
+    project.write("pyproject.toml", config_toml(CORE, statement_timeout="50ms"))
     # The slow statement comes after DDL, so a half-applied revision would show.
     project.revision("core", "r2", "r1", R2_BODY + '\nop.execute("SELECT pg_sleep(1)")')
 
@@ -245,7 +230,7 @@ def test_a_statement_timeout_fails_in_one_line_and_leaves_the_old_revision(
     assert "note" not in catalog.columns("core", "item"), "the revision's DDL rolled back"
     catalog.assert_no_advisory_lock()
 
-    project.write("pyproject.toml", NAMED_CONFIG.format(statement_timeout="5s"))
+    project.write("pyproject.toml", config_toml(CORE, statement_timeout="5s"))
     proc = project.cli("upgrade")
     assert proc.returncode == 0, proc.stderr
     assert catalog.version("core") == "r2"
@@ -550,7 +535,7 @@ def test_tenants_drop_refuses_an_unknown_tenant_and_upgrade_still_creates_a_new_
 
     # A listed tenant without a schema yet is known: at base, nothing pending is hidden.
     listed = "query:SELECT n FROM (VALUES ('t_a'), ('t_listed')) AS v(n)"
-    project.write("pyproject.toml", TENANT_CONFIG.format(lock_timeout="5s", lock_retries=3))
+    project.write("pyproject.toml", config_toml(TENANT_STREAM, lock_timeout="5s", lock_retries=3))
     config = project.root / "pyproject.toml"
     config.write_text(config.read_text().replace('"like:t_%"', repr(listed)))
     proc = project.cli("current", "--tenant", "t_listed")

@@ -20,21 +20,9 @@ import sqlalchemy as sa
 import alembic_schemas
 from alembic_schemas import command
 
-from helpers import ProjectDir, create_schemas, revision_text
+from helpers import TENANT_STREAM, ProjectDir, config_toml, create_schemas, revision_text
 
 TENANTS = ("t_a", "t_b", "t_c")
-
-CONFIG = """
-[tool.alembic-schemas]
-script_location = "migrations"
-
-[tool.alembic-schemas.streams.core]
-schema = "core"
-
-[tool.alembic-schemas.streams.tenant]
-tenants = "like:t_%"
-"""
-
 
 CORE = {
     "c1": revision_text("c1", None, '    op.execute("CREATE TABLE account (id int)")'),
@@ -92,7 +80,7 @@ class History:
 
 @pytest.fixture
 def history(project_dir: ProjectDir, db: sa.Engine) -> History:
-    project_dir.write("pyproject.toml", CONFIG)
+    project_dir.write("pyproject.toml", config_toml({"core": {"schema": "core"}, **TENANT_STREAM}))
     alembic_schemas.init(project_dir.root)
     h = History(project_dir, db)
     for rev, text in CORE.items():

@@ -24,17 +24,14 @@ import sqlalchemy as sa
 import alembic_schemas
 from alembic_schemas import embedded, identifiers
 
-from helpers import HANG, Catalog, ProjectDir, create_schemas, finish, kill, wait_for
+from helpers import HANG, Catalog, ProjectDir, config_toml, create_schemas, finish, kill, wait_for
 
-CONFIG = """
-[tool.alembic-schemas]
-script_location = "migrations"
-lock_timeout = "2s"
-"""
-STREAMS = {
-    "core": '[tool.alembic-schemas.streams.core]\nschema = "core"\n',
-    "tenant": '[tool.alembic-schemas.streams.tenant]\ntenants = "like:t_%"\n',
-}
+STREAMS = {"core": {"schema": "core"}, "tenant": {"tenants": "like:t_%"}}
+
+
+def _config(*streams: str) -> str:
+    return config_toml({s: STREAMS[s] for s in streams}, lock_timeout="2s")
+
 
 R1 = """
     op.create_table(
@@ -56,7 +53,7 @@ R2 = BLOCK + '    op.add_column("item", sa.Column("note", sa.Text))\n'
 
 
 def _project(project: ProjectDir, streams: tuple[str, ...] = ("core", "tenant")) -> None:
-    project.write("pyproject.toml", "\n".join([CONFIG, *(STREAMS[s] for s in streams)]))
+    project.write("pyproject.toml", _config(*streams))
     alembic_schemas.init(project.root)
     for stream in streams:
         project.revision(stream, "r1", None, R1)
@@ -143,7 +140,7 @@ def test_a_failing_create_index_concurrently_leaves_no_invalid_index_and_no_vers
 def test_statements_before_an_autocommit_block_are_refused_and_nothing_commits(
     project: ProjectDir, catalog: Catalog
 ) -> None:
-    project.write("pyproject.toml", CONFIG + STREAMS["core"])
+    project.write("pyproject.toml", _config("core"))
     alembic_schemas.init(project.root)
     project.revision("core", "r1", None, R1)
     before = '    op.add_column("item", sa.Column("early", sa.Text))\n'
@@ -407,7 +404,7 @@ def test_tenant_autogenerate_runs_a_history_with_a_block_in_its_rolled_back_scra
 def test_a_failed_tenant_create_leaves_no_partly_created_tenant(
     project: ProjectDir, catalog: Catalog
 ) -> None:
-    project.write("pyproject.toml", CONFIG + STREAMS["tenant"])
+    project.write("pyproject.toml", _config("tenant"))
     alembic_schemas.init(project.root)
     repeated = R1.replace("SELECT g FROM", "SELECT 1 FROM")  # the block's unique index fails
     project.revision("tenant", "r1", None, repeated)

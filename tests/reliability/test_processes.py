@@ -21,8 +21,10 @@ import alembic_schemas
 from alembic_schemas import identifiers
 
 from helpers import (
+    TENANT_STREAM,
     Catalog,
     ProjectDir,
+    config_toml,
     create_schemas,
     finish,
     kill,
@@ -31,14 +33,6 @@ from helpers import (
 )
 
 TENANTS = 200
-
-TENANT_ONLY_CONFIG = """
-[tool.alembic-schemas]
-script_location = "migrations"
-
-[tool.alembic-schemas.streams.tenant]
-tenants = "like:t_%"
-"""
 
 # r1 creates ``item``; r2 creates ``audit`` after a short sleep, so a run spends most of its
 # time inside tenant transactions (where a kill or a terminated backend hurts most).
@@ -53,7 +47,7 @@ TABLES_AT = {"r1": {"item", "alembic_version"}, "r2": {"item", "audit", "alembic
 
 def _slow_tenants(project: ProjectDir, catalog: Catalog, names: list[str], sleep: float) -> None:
     """The tenant stream, r1 and a slow r2, and ``names`` created at r1."""
-    project.write("pyproject.toml", TENANT_ONLY_CONFIG)
+    project.write("pyproject.toml", config_toml(TENANT_STREAM))
     alembic_schemas.init(project.root)
     project.revision("tenant", "r1", None, R1, downgrade='op.drop_table("item")')
     project.revision("tenant", "r2", "r1", R2_SLOW.format(sleep=sleep))
@@ -84,28 +78,22 @@ def _sleeping_backend(catalog: Catalog, app: str) -> int | None:
 
 # --- 1. concurrent deploys ---------------------------------------------------------------
 
-CONCURRENT_CONFIG = """
-[tool.alembic-schemas]
-script_location = "migrations"
-lock_timeout = "5s"
-lock_retries = 5
-
-[tool.alembic-schemas.streams.ledger]
-schema = "ledger"
-
-[tool.alembic-schemas.streams.billing]
-schema = "billing"
-
-[tool.alembic-schemas.streams.tenant]
-tenants = "like:t_%"
-depends_on = ["ledger"]
-"""
-
 
 def test_ten_concurrent_upgrades_apply_every_revision_exactly_once_per_schema(
     project: ProjectDir, catalog: Catalog
 ) -> None:
-    project.write("pyproject.toml", CONCURRENT_CONFIG)
+    project.write(
+        "pyproject.toml",
+        config_toml(
+            {
+                "ledger": {"schema": "ledger"},
+                "billing": {"schema": "billing"},
+                "tenant": {"tenants": "like:t_%", "depends_on": ["ledger"]},
+            },
+            lock_timeout="5s",
+            lock_retries=5,
+        ),
+    )
     alembic_schemas.init(project.root)
     project.install("concurrent_deploys")
     names = tenant_names(TENANTS)
