@@ -8,14 +8,16 @@ never in the database the URL names.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
+import alembic_schemas
 from alembic_schemas import database, embedded, identifiers
 from alembic_schemas.config import URL_ENV
 
@@ -210,3 +213,47 @@ def upgrade() -> None:
 def downgrade() -> None:
 {downgrade}
 '''
+
+
+def _indented(body: str) -> str:
+    return textwrap.indent(textwrap.dedent(body).strip(), "    ")
+
+
+def write_history(
+    versions: Path,
+    revisions: Iterable[tuple[str, str, str, str]],
+    filename: Callable[[str, str], str] = lambda rev, message: f"{rev}.py",
+) -> None:
+    """Revision files chained in the given order: (revision, message, upgrade, downgrade)."""
+    versions.mkdir(parents=True, exist_ok=True)
+    down: str | None = None
+    for rev, message, upgrade, downgrade in revisions:
+        text = REVISION_FILE.format(
+            message=message,
+            revision=rev,
+            down_revision=down,
+            upgrade=_indented(upgrade),
+            downgrade=_indented(downgrade),
+        )
+        (versions / filename(rev, message)).write_text(text, encoding="utf-8")
+        down = rev
+
+
+TENANT_STREAM = "tenant"
+
+
+def tenant_project(root: Path, url: str) -> Path:
+    """A project at ``root`` with one tenant stream over ``like:tenant_%``; returns its config
+    file. Its revisions go to ``root/migrations/tenant/versions``."""
+    root.mkdir(parents=True)
+    config = root / "pyproject.toml"
+    config.write_text(
+        "[tool.alembic-schemas]\n"
+        f"url = {json.dumps(url)}\n"
+        'script_location = "migrations"\n\n'
+        f"[tool.alembic-schemas.streams.{TENANT_STREAM}]\n"
+        'tenants = "like:tenant_%"\n',
+        encoding="utf-8",
+    )
+    alembic_schemas.init(root)
+    return config

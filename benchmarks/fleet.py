@@ -34,7 +34,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -56,7 +55,7 @@ import alembic_schemas  # noqa: E402
 from alembic_schemas import identifiers  # noqa: E402
 from alembic_schemas.config import URL_ENV  # noqa: E402
 
-STREAM = "tenant"
+STREAM = _common.TENANT_STREAM
 VERSION_TABLE = "alembic_version"
 TABLES = ("account", "project", "task", "comment")
 EXPECTED_COLUMNS = 20  # account 4, project 4+1, task 5+1, comment 5, at head
@@ -288,40 +287,14 @@ format = %(levelname)-5.5s [%(name)s] %(message)s
 # --- the project -------------------------------------------------------------------------
 
 
-def write_revisions(versions: Path) -> None:
-    versions.mkdir(parents=True, exist_ok=True)
-    down: str | None = None
-    for rev, message, up, dn in REVISIONS:
-        text = _common.REVISION_FILE.format(
-            message=message,
-            revision=rev,
-            down_revision=down,
-            upgrade=textwrap.indent(textwrap.dedent(up).strip(), "    "),
-            downgrade=textwrap.indent(textwrap.dedent(dn).strip(), "    "),
-        )
-        (versions / f"{rev}_{message.replace(' ', '_')}.py").write_text(text, encoding="utf-8")
-        down = rev
-
-
 def build_project(root: Path, url: str) -> Path:
     """A project with one tenant stream over ``like:tenant_%`` and the 5 revisions."""
-    root.mkdir(parents=True)
-    config = root / "pyproject.toml"
-    config.write_text(
-        textwrap.dedent(
-            f"""
-            [tool.alembic-schemas]
-            url = {json.dumps(url)}
-            script_location = "migrations"
-
-            [tool.alembic-schemas.streams.{STREAM}]
-            tenants = "like:tenant_%"
-            """
-        ).lstrip(),
-        encoding="utf-8",
+    config = _common.tenant_project(root, url)
+    _common.write_history(
+        root / "migrations" / STREAM / "versions",
+        REVISIONS,
+        lambda rev, message: f"{rev}_{message.replace(' ', '_')}.py",
     )
-    alembic_schemas.init(root)
-    write_revisions(root / "migrations" / STREAM / "versions")
     return config
 
 
