@@ -34,6 +34,9 @@ HANG = 300.0
 FIXTURES = Path(__file__).parent / "fixtures"
 ERROR = "alembic-schemas: error: "
 CLI_APP = "as_cli"  # application_name of CLI runs that do not name their own
+# The backends of one run: by application_name, in this test's database (a shared
+# $ALEMBIC_SCHEMAS_TEST_URL server runs other workers' tests, with the same names, meanwhile).
+OF_APP = "datname = current_database() AND application_name = :app"
 
 REVISION = '''"""{message}"""
 import sqlalchemy as sa
@@ -365,9 +368,7 @@ class Catalog:
         return int(self.scalar("SELECT count(*) FROM alembic_schemas.attempt") or 0)
 
     def backends(self, app: str) -> int:
-        found = self.scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = :app", app=app
-        )
+        found = self.scalar(f"SELECT count(*) FROM pg_stat_activity WHERE {OF_APP}", app=app)
         assert isinstance(found, int)
         return found
 
@@ -388,8 +389,8 @@ class Catalog:
 
         def check() -> bool:
             blocked = self.scalar(
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-                " WHERE a.application_name = :app AND l.locktype = 'advisory' AND NOT l.granted",
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                f" AND pid IN (SELECT pid FROM pg_stat_activity WHERE {OF_APP})",
                 app=app,
             )
             if blocked:
@@ -398,7 +399,7 @@ class Catalog:
                 row = conn.execute(
                     sa.text(
                         "SELECT xact_start, state_change FROM pg_stat_activity"
-                        " WHERE application_name = :app AND state = 'idle in transaction'"
+                        f" WHERE {OF_APP} AND state = 'idle in transaction'"
                         " AND query LIKE '%pg_try_advisory_xact_lock%'"
                     ),
                     {"app": app},

@@ -40,6 +40,7 @@ from alembic_schemas.streams import streams_of
 
 from helpers import (
     HANG,
+    OF_APP,
     TENANT_STREAM,
     Catalog,
     ProjectDir,
@@ -375,7 +376,7 @@ def test_two_concurrent_upgrades_both_succeed_and_apply_every_revision_once(
 def _waited_longer_than(catalog: Catalog, app: str, seconds: float) -> bool:
     """A backend of ``app`` has been in its transaction for ``seconds`` (server clock)."""
     found = catalog.scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = :app"
+        f"SELECT count(*) FROM pg_stat_activity WHERE {OF_APP}"
         " AND now() - xact_start > make_interval(secs => :s)",
         app=app,
         s=seconds,

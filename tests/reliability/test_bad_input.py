@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 import alembic_schemas
-from alembic_schemas import identifiers
+from alembic_schemas import identifiers, locks
 
 from helpers import (
     HANG,
@@ -235,6 +235,28 @@ def test_a_statement_timeout_fails_in_one_line_and_leaves_the_old_revision(
     assert proc.returncode == 0, proc.stderr
     assert catalog.version("core") == "r2"
     assert "note" in catalog.columns("core", "item")
+
+
+def test_a_schema_held_by_another_run_past_statement_timeout_fails_in_one_line(
+    project: ProjectDir, catalog: Catalog
+) -> None:
+    _named(project, "r1", statement_timeout="300ms")
+    with catalog.db.connect() as other_run:
+        other_run.exec_driver_sql("BEGIN")
+        locks.lock(other_run, "core", "core")  # as another run migrating core would
+        proc = project.cli("upgrade")
+        held = catalog.advisory_locks()
+        other_run.exec_driver_sql("ROLLBACK")
+
+    message = one_error_line(proc, 1)
+    assert message == "core: another run held the schema for longer than statement_timeout (300ms)"
+    assert held == 1, "the other run still held it when this one gave up"
+    assert catalog.version("core") is None
+    catalog.assert_no_advisory_lock()
+
+    proc = project.cli("upgrade")
+    assert proc.returncode == 0, proc.stderr
+    assert catalog.version("core") == "r1"
 
 
 def test_a_refused_tenant_name_is_a_usage_error_before_connecting(

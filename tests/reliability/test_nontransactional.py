@@ -24,7 +24,17 @@ import sqlalchemy as sa
 import alembic_schemas
 from alembic_schemas import embedded, identifiers
 
-from helpers import HANG, Catalog, ProjectDir, config_toml, create_schemas, finish, kill, wait_for
+from helpers import (
+    HANG,
+    OF_APP,
+    Catalog,
+    ProjectDir,
+    config_toml,
+    create_schemas,
+    finish,
+    kill,
+    wait_for,
+)
 
 STREAMS = {"core": {"schema": "core"}, "tenant": {"tenants": "like:t_%"}}
 
@@ -202,7 +212,7 @@ def test_a_failure_after_the_block_keeps_earlier_revisions_and_says_what_stays(
 
 def _cic_waiting(catalog: Catalog, app: str) -> bool:
     found = catalog.scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = :app"
+        f"SELECT count(*) FROM pg_stat_activity WHERE {OF_APP}"
         " AND query LIKE 'CREATE UNIQUE INDEX CONCURRENTLY%' AND wait_event_type = 'Lock'",
         app=app,
     )
@@ -211,7 +221,7 @@ def _cic_waiting(catalog: Catalog, app: str) -> bool:
 
 def _cic_backend(catalog: Catalog, app: str) -> int:
     pid = catalog.scalar(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = :app"
+        f"SELECT pid FROM pg_stat_activity WHERE {OF_APP}"
         " AND query LIKE 'CREATE UNIQUE INDEX CONCURRENTLY%'",
         app=app,
     )

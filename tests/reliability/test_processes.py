@@ -21,6 +21,7 @@ import alembic_schemas
 from alembic_schemas import identifiers
 
 from helpers import (
+    OF_APP,
     TENANT_STREAM,
     Catalog,
     ProjectDir,
@@ -69,7 +70,7 @@ def _sleeping_backend(catalog: Catalog, app: str) -> int | None:
     """The pid of a backend of ``app`` inside r2's ``pg_sleep`` (a tenant transaction under
     way), if any."""
     pid = catalog.scalar(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = :app"
+        f"SELECT pid FROM pg_stat_activity WHERE {OF_APP}"
         " AND state = 'active' AND query LIKE '%pg_sleep%' LIMIT 1",
         app=app,
     )
