@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,8 @@ from alembic.config import Config
 from alembic.operations import Operations
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy.dialects import postgresql
 
 from alembic_schemas.runtime import compat
@@ -26,6 +29,33 @@ def _offline_context() -> tuple[MigrationContext, io.StringIO]:
         dialect_name="postgresql", opts={"as_sql": True, "output_buffer": out}
     )
     return ctx, out
+
+
+# An env.py that runs offline into a file: run_alembic can be seen working without a server.
+ENV_PY = """
+import os
+from alembic import context
+
+with open(os.environ["COMPAT_SQL_OUT"], "w") as out:
+    context.configure(dialect_name="postgresql", as_sql=True, output_buffer=out)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+
+@pytest.fixture
+def script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ScriptDirectory:
+    """A script directory with a -> b -> c, each upgrade selecting its own name."""
+    (tmp_path / "versions").mkdir()
+    (tmp_path / "env.py").write_text(ENV_PY, encoding="utf-8")
+    for rev, down in (("a", None), ("b", "a"), ("c", "b")):
+        (tmp_path / "versions" / f"{rev}.py").write_text(
+            f"from alembic import op\nrevision = {rev!r}\ndown_revision = {down!r}\n\n\n"
+            f"def upgrade():\n    op.execute(\"SELECT '{rev}'\")\n",
+            encoding="utf-8",
+        )
+    monkeypatch.setenv("COMPAT_SQL_OUT", str(tmp_path / "out.sql"))
+    return ScriptDirectory(str(tmp_path))
 
 
 def test_running_environment_is_the_env_py_context_and_refused_outside_one() -> None:
@@ -121,3 +151,52 @@ def test_copy_column_keeps_type_and_arguments_detached() -> None:
     )
     assert isinstance(copy.server_default, sa.DefaultClause)
     assert str(copy.server_default.arg) == "x"
+
+
+def test_upgrade_steps_are_alembics_steps_in_order(script: ScriptDirectory) -> None:
+    steps = compat.upgrade_steps(script, "heads", ())
+    assert [(s.revision.revision, s.is_upgrade) for s in steps] == [
+        ("a", True),
+        ("b", True),
+        ("c", True),
+    ]
+    assert [s.revision.revision for s in compat.upgrade_steps(script, "heads", ("b",))] == ["c"]
+
+
+def test_head_maintainer_writes_the_version_rows_of_each_step(script: ScriptDirectory) -> None:
+    ctx, out = _offline_context()
+    versions = compat.head_maintainer(ctx, ())
+    for step in compat.upgrade_steps(script, "b", ()):
+        versions.update_to_step(step)
+    written = out.getvalue()
+    assert "INSERT INTO alembic_version (version_num) VALUES ('a')" in written
+    assert "UPDATE alembic_version SET version_num='b' WHERE" in written
+    assert versions.heads == {"b"}
+
+
+def test_run_alembic_runs_env_py_on_the_loaded_script(
+    script: ScriptDirectory, tmp_path: Path
+) -> None:
+    config = Config()
+    compat.run_alembic(config, script, "upgrade", "b")
+    written = (tmp_path / "out.sql").read_text(encoding="utf-8")
+    assert "-- Running upgrade  -> a" in written and "-- Running upgrade a -> b" in written
+    assert "SELECT 'c'" not in written
+    compat.run_alembic(config, script, "stamp", "c")
+    assert "INSERT INTO alembic_version (version_num) VALUES ('c')" in (
+        (tmp_path / "out.sql").read_text(encoding="utf-8")
+    )
+    with pytest.raises(CommandError, match="Range revision not allowed"):
+        compat.run_alembic(config, script, "upgrade", "a:b")
+
+
+def test_operations_binds_alembic_op_with_overrides_for_the_block() -> None:
+    from alembic import op
+
+    ctx, out = _offline_context()
+    with compat.operations(ctx, get_bind=lambda: "the tenant's connection"):
+        assert op.get_bind() == "the tenant's connection"  # type: ignore[comparison-overlap]
+        op.execute("SELECT 1")
+    assert "SELECT 1;" in out.getvalue()
+    with pytest.raises(AttributeError):
+        op.get_bind()  # unbound again once the block ends: no context behind alembic.op

@@ -1,4 +1,5 @@
-"""The pg_dump script splitter (``alembic_schemas.provision.script``), as pure text.
+"""The SQL script splitter (``alembic_schemas.sqlscript``, used by replay and provisioning) and
+pg_dump's script made safe to restore (``alembic_schemas.provision.script``), as pure text.
 
 ``split_script`` must cut a script exactly at its top-level ``;`` whatever a string, quoted
 identifier, dollar quote or comment holds, and drop psql's meta-command lines. Checked on
@@ -16,7 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alembic_schemas.errors import AlembicSchemasError
-from alembic_schemas.provision.script import restore_script, settings_of, split_script
+from alembic_schemas.provision.script import restore_script, settings_of
+from alembic_schemas.sqlscript import split_script
 
 DUMP = (Path(__file__).parent.parent / "fixtures" / "dumps" / "pg_dump_18.sql").read_text("utf-8")
 HEADER = "-- alembic-schemas settings: "
