@@ -7,16 +7,18 @@ does; only runs of this tool take these locks, never an application query.
 from __future__ import annotations
 
 import contextlib
+import time
 import zlib
 from collections.abc import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from . import database
+from .errors import MigrationFailed
 
 NAMESPACE = zlib.crc32(b"alembic_schemas") - 2**31
 RECORD_KEY = 0x616C656D  # serialises creating the run record's tables across concurrent runs
+_FIRST_PAUSE, _LONGEST_PAUSE = 0.01, 0.2  # seconds between tries of a lock another run holds
 
 
 def key(stream: str, schema: str) -> int:
@@ -39,14 +41,27 @@ def lock(conn: Connection, stream: str, schema: str) -> None:
     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(*args(stream, schema))))
 
 
-def wait(conn: Connection, stream: str, schema: str, lock_timeout: str) -> None:
-    """Wait for the (stream, schema) lock as long as another run holds it, then restore
-    ``lock_timeout``. Only migration runs queue behind this lock, never an application
-    query, so lock_timeout need not bound it (statement_timeout still does); bounding it
-    made a concurrent run fail whenever the other one took longer than the timeout."""
-    database.set_local(conn, {"lock_timeout": "0"})
-    lock(conn, stream, schema)
-    database.set_local(conn, {"lock_timeout": lock_timeout})
+def wait(conn: Connection, stream: str, schema: str) -> None:
+    """Wait for the (stream, schema) lock as long as another run holds it. Only migration runs
+    queue behind this lock, never an application query, so lock_timeout does not bound the
+    wait (bounding it made a concurrent run fail whenever the other one took longer); the
+    transaction's statement_timeout does.
+
+    Tried in short statements instead of waited for in one: a statement waiting for the lock
+    holds a snapshot, and a CREATE INDEX CONCURRENTLY in the holder's autocommit_block waits
+    for every older snapshot to end, so the two runs deadlocked and PostgreSQL cancelled one."""
+    limit_ms = conn.scalar(
+        sa.text("SELECT CAST(setting AS bigint) FROM pg_settings WHERE name = 'statement_timeout'")
+    )
+    deadline = time.monotonic() + limit_ms / 1000 if limit_ms else None
+    pause = _FIRST_PAUSE
+    while not try_lock(conn, stream, schema):
+        if deadline is not None and time.monotonic() >= deadline:
+            raise MigrationFailed(
+                f"another run held the schema for longer than statement_timeout ({limit_ms}ms)"
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, _LONGEST_PAUSE)
 
 
 def try_lock(conn: Connection, stream: str, schema: str) -> bool:
