@@ -10,6 +10,7 @@ import contextlib
 import time
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -41,27 +42,31 @@ def lock(conn: Connection, stream: str, schema: str) -> None:
     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(*args(stream, schema))))
 
 
-def wait(conn: Connection, stream: str, schema: str) -> None:
-    """Wait for the (stream, schema) lock as long as another run holds it. Only migration runs
-    queue behind this lock, never an application query, so lock_timeout does not bound the
-    wait (bounding it made a concurrent run fail whenever the other one took longer); the
-    transaction's statement_timeout does.
-
-    Tried in short statements instead of waited for in one: a statement waiting for the lock
-    holds a snapshot, and a CREATE INDEX CONCURRENTLY in the holder's autocommit_block waits
-    for every older snapshot to end, so the two runs deadlocked and PostgreSQL cancelled one."""
+def wait(conn: Connection, attempt: Callable[[], list[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
+    """Call ``attempt()`` (which begins the transaction's work with a try of the schema's
+    lock and returns rows whose first value says if it was taken) until it takes the lock,
+    rolling back and pausing between tries: no transaction is open while another run holds
+    the schema, and no statement sits blocked on the lock (its snapshot would hold back a
+    CREATE INDEX CONCURRENTLY of the holder's, a deadlock PostgreSQL ends by cancelling one).
+    Only runs of this tool take this lock, so lock_timeout does not bound the wait;
+    statement_timeout does, as it would a blocked statement."""
     limit_ms = conn.scalar(
         sa.text("SELECT CAST(setting AS bigint) FROM pg_settings WHERE name = 'statement_timeout'")
     )
     deadline = time.monotonic() + limit_ms / 1000 if limit_ms else None
     pause = _FIRST_PAUSE
-    while not try_lock(conn, stream, schema):
+    while True:
+        conn.rollback()
         if deadline is not None and time.monotonic() >= deadline:
             raise MigrationFailed(
                 f"another run held the schema for longer than statement_timeout ({limit_ms}ms)"
             )
         time.sleep(pause)
         pause = min(pause * 2, _LONGEST_PAUSE)
+        conn.begin()
+        rows = attempt()
+        if rows[0][0]:
+            return rows
 
 
 def try_lock(conn: Connection, stream: str, schema: str) -> bool:

@@ -105,17 +105,17 @@ def test_malformed_toml_and_a_section_that_is_not_a_table_are_refused(tmp_path: 
 
 
 def test_an_unknown_top_level_key_is_refused_listing_the_allowed_ones(tmp_path: Path) -> None:
-    assert _refused(tmp_path, 'urll = "x"\n') == (
-        "unknown key 'urll' (allowed: jobs, lock_retries, lock_timeout, script_location,"
-        " statement_timeout, streams, url, version_table)"
-    )
+    message = _refused(tmp_path, 'urll = "x"\n')
+    assert message.startswith("unknown key 'urll' (allowed: ")
+    listed = message.removesuffix(")").partition("(allowed: ")[2].split(", ")
+    assert listed == sorted(listed) and {"url", "streams", "lock_timeout", "jobs"} <= set(listed)
 
 
 def test_an_unknown_stream_key_is_refused_naming_the_stream(tmp_path: Path) -> None:
-    assert _refused(tmp_path, CORE + 'shema = "x"\n') == (
-        "stream 'core': unknown key 'shema' (allowed: depends_on, grants, metadata, owner,"
-        " schema, tenants, version_table)"
-    )
+    message = _refused(tmp_path, CORE + 'shema = "x"\n')
+    assert message.startswith("stream 'core': unknown key 'shema' (allowed: depends_on, grants, ")
+    listed = message.removesuffix(")").partition("(allowed: ")[2].split(", ")
+    assert listed == sorted(listed) and {"schema", "tenants", "metadata"} <= set(listed)
 
 
 @pytest.mark.parametrize(
