@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -12,7 +13,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from . import embedded, identifiers
-from .config import Project
+from .config import EMBEDDED, HOW_TO_CHOOSE, Project, expand
 from .errors import ConfigError, DatabaseError
 
 if TYPE_CHECKING:
@@ -27,25 +28,73 @@ BASE_SEARCH_PATH = "pg_catalog"
 
 
 def resolve_url(project: Project) -> str:
-    """``$ALEMBIC_SCHEMAS_URL``, else ``url`` from the config, else the embedded server."""
-    return project.url or embedded.ensure_running(project.root)
+    """The database to migrate: ``$ALEMBIC_SCHEMAS_URL``, else ``url`` (``${VAR}`` expanded),
+    as a psycopg 3 URL; ``url = "embedded"`` starts (or reuses) the embedded server. Nothing
+    configured is an error: a deploy must never migrate a throw-away database by accident."""
+    if project.url is None:
+        raise ConfigError(f"no database configured in {project.config_path}: {HOW_TO_CHOOSE}")
+    url = expand(project.url, project.url_source)
+    if url == EMBEDDED:
+        return embedded.ensure_running(project.root)
+    return render(normalise(url, project.url_source))
 
 
-def _normalise(url: str) -> URL:
+def resolve_direct_url(project: Project) -> str | None:
+    """``direct_url`` (see :mod:`alembic_schemas.pooling`) expanded and normalised, or None."""
+    if project.direct_url is None:
+        return None
+    source = f"direct_url in {project.config_path}"
+    url = expand(project.direct_url, source)
+    if url == EMBEDDED:
+        return embedded.ensure_running(project.root)
+    return render(normalise(url, source))
+
+
+OFFLINE_URL = "postgresql+psycopg://"
+"""``--sql`` needs PostgreSQL's dialect, never a server: no URL is resolved for it."""
+
+# Drivers whose URLs are accepted and migrated through psycopg 3 (the tool's own driver): an
+# application keeps one URL, sync or async. asyncpg's query keys that libpq does not know are
+# translated or dropped.
+_DRIVERS = ("psycopg", "psycopg_async", "asyncpg", "psycopg2", "psycopg2cffi")
+_ASYNCPG_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func", "command_timeout")
+_ASYNCPG_SSL = {"true": "require", "false": "disable"}
+
+
+def normalise(url: str | URL, source: str = "database URL") -> URL:
+    """``url`` as a psycopg 3 URL: ``postgres://``, ``postgresql://`` and the asyncpg and
+    psycopg2 drivers are converted; anything else that is not PostgreSQL is refused."""
     try:
         u = make_url(url)
     except Exception:
-        raise ConfigError(f"invalid database URL {url!r}") from None
-    if u.get_backend_name() != "postgresql":
-        raise ConfigError(f"database URL must be PostgreSQL, got {u.get_backend_name()!r}")
-    if u.drivername == "postgresql":
-        u = u.set(drivername="postgresql+psycopg")
+        raise ConfigError(f"{source}: invalid database URL {str(url)!r}") from None
+    backend, _, driver = u.drivername.partition("+")
+    if backend not in ("postgresql", "postgres"):
+        raise ConfigError(f"{source}: database URL must be PostgreSQL, got {backend!r}")
+    if driver and driver not in _DRIVERS:
+        raise ConfigError(
+            f"{source}: driver {driver!r} is not supported; alembic-schemas migrates through "
+            "psycopg 3 and converts postgresql://, postgres://, +psycopg, +asyncpg and "
+            "+psycopg2 URLs"
+        )
+    u = u.set(drivername="postgresql+psycopg")
+    if driver == "asyncpg":
+        query = {k: v for k, v in u.query.items() if k not in _ASYNCPG_ONLY}
+        if "ssl" in query:
+            ssl = query.pop("ssl")
+            ssl = ssl[-1] if isinstance(ssl, tuple) else ssl
+            query.setdefault("sslmode", _ASYNCPG_SSL.get(ssl.lower(), ssl))
+        u = u.set(query=query)
     return u
 
 
-def create_engine(url: str, **kwargs: Any) -> Engine:
+def render(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+def create_engine(url: str | URL, **kwargs: Any) -> Engine:
     """An engine whose every connection starts with ``search_path = pg_catalog``."""
-    engine = sa.create_engine(_normalise(url), **kwargs)
+    engine = sa.create_engine(normalise(url), **kwargs)
 
     # insert=True: run before SQLAlchemy's first-connect initialize(), so the dialect's
     # default_schema_name is read with the pinned search_path.
@@ -64,14 +113,21 @@ def project_engine(project: Project, **kwargs: Any) -> Engine:
 
 
 class Session:
-    """A project plus one engine, for the length of one API call."""
+    """A project plus one engine, for the length of one API call. The engine (and so the
+    URL, and the embedded server) is only resolved on first use: a misspelt stream or tenant
+    is refused before any server starts."""
 
     def __init__(self, project: Project, pool_size: int = 5) -> None:
         self.project = project
-        self.engine: Engine = project_engine(project, pool_size=pool_size)
+        self.pool_size = pool_size
+
+    @functools.cached_property
+    def engine(self) -> Engine:
+        return project_engine(self.project, pool_size=self.pool_size)
 
     def close(self) -> None:
-        self.engine.dispose()
+        if "engine" in self.__dict__:
+            self.engine.dispose()
 
     def connect(self) -> contextlib.AbstractContextManager[Connection]:
         return connect(self.engine)

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import catalog, command, database, identifiers, locks, provision, records, versions
-from .config import ConfigArg, Project, load
+from . import database as db  # for functions whose `database` argument hides the module
+from .config import ConfigArg, DatabaseArg, Project, load
 from .errors import AlembicSchemasError, ConfigError, MigrationFailed
 from .results import SchemaResult
 from .runtime import schema as schema_tx
@@ -55,11 +56,13 @@ def tenant_stream(project: Any, stream: str | None) -> Stream:
     return found[0]
 
 
-def list_tenants(*, stream: str | None = None, config: ConfigArg = None) -> list[TenantInfo]:
+def list_tenants(
+    *, stream: str | None = None, database: DatabaseArg = None, config: ConfigArg = None
+) -> list[TenantInfo]:
     """Every tenant of the source with its revision and pending count (two queries)."""
-    project = load(config)
+    project = load(config, database)
     st = tenant_stream(project, stream)
-    with database.session(project) as s, s.connect() as conn:
+    with db.session(project) as s, s.connect() as conn:
         tenants = names(st, conn)
         found = versions.read_versions(conn, tenants, st.version_table, bulk=True)
     return [
@@ -74,6 +77,7 @@ def create(
     stream: str | None = None,
     replay: bool = False,
     connection: Connection | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> SchemaResult:
     """Provision tenant ``name`` at head.
@@ -83,7 +87,7 @@ def create(
     connection's current transaction (begun if needed) and leaves committing to the caller.
     """
     started = time.perf_counter()
-    project = load(config)
+    project = load(config, database)
     validate_tenant(name, project)
     st = tenant_stream(project, stream)
     if connection is not None:
@@ -98,7 +102,7 @@ def create(
         provision.provision(st, connection, name, sql)
         after = versions.current_heads(connection, st.version_table, name)
         return SchemaResult(st.name, name, True, (), after, time.perf_counter() - started)
-    with database.session(project) as s:
+    with db.session(project) as s:
         with s.connect() as conn:
             _refuse_existing(conn, name)
             conn.rollback()
@@ -121,7 +125,7 @@ def create(
                 after = versions.current_heads(conn, st.version_table, name)
                 conn.rollback()
         except sa.exc.DBAPIError as exc:  # e.g. a read-only database: say which tenant
-            raise MigrationFailed(f"{st.name}/{name}: {database.describe(exc)}") from None
+            raise MigrationFailed(f"{st.name}/{name}: {db.describe(exc)}") from None
     return SchemaResult(st.name, name, True, (), after, time.perf_counter() - started)
 
 
@@ -135,12 +139,13 @@ def drop(
     *,
     stream: str | None = None,
     force: bool = False,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> None:
     """Drop tenant ``name`` (its schema, CASCADE). Refuses names the source does not list
     unless ``force``."""
     identifiers.validate(name, "tenant name")
-    project = load(config)
+    project = load(config, database)
     st = tenant_stream(project, stream)
     if identifiers.is_never_tenant(name):  # public, the tool's own schemas
         raise ConfigError(f"refusing to drop {name!r}: not a tenant schema")
@@ -148,7 +153,7 @@ def drop(
     owners = {c.schema: c.name for c in project.streams.values() if c.schema}
     if name in owners:
         raise ConfigError(f"refusing to drop {name!r}: it is the schema of stream {owners[name]!r}")
-    with database.session(project) as s, s.connect() as conn:
+    with db.session(project) as s, s.connect() as conn:
         listed = name in names(st, conn)
         conn.rollback()
         if not listed and not force:
