@@ -106,6 +106,8 @@ class Project:
     streams: dict[str, StreamConfig] = field(default_factory=dict)
     url_source: str = "url"
     """Where ``url`` came from, for error messages: ``$ALEMBIC_SCHEMAS_URL`` or the config key."""
+    x_arguments: tuple[str, ...] = ()
+    """``-x key=value`` arguments for env.py (``context.get_x_argument()``), as Alembic's."""
     direct_url: str | None = None
     """A connection that bypasses a transaction-pooling connection pooler in front of ``url``:
     used for the steps that need one session across transactions."""
@@ -136,9 +138,14 @@ accepts, ``${VAR}`` and ``"embedded"`` included) or an Engine / AsyncEngine, who
 used. It wins over ``$ALEMBIC_SCHEMAS_URL`` and the config's ``url``."""
 
 
-def load(config: ConfigArg = None, database: DatabaseArg = None) -> Project:
-    """``config`` as a Project (loaded when given as a path or None), on ``database`` if given."""
+def load(
+    config: ConfigArg = None, database: DatabaseArg = None, x_arguments: Sequence[str] = ()
+) -> Project:
+    """``config`` as a Project (loaded when given as a path or None), on ``database`` if given,
+    with ``x_arguments`` (``"key=value"``) for env.py."""
     project = config if isinstance(config, Project) else load_project(config)
+    if x_arguments:
+        project = dataclasses.replace(project, x_arguments=(*project.x_arguments, *x_arguments))
     if database is None:
         return project
     if isinstance(database, str):

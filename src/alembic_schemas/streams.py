@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Sequence
@@ -124,10 +125,24 @@ class Stream:
             _keep_names(table, copy)
         return target
 
+    @property
+    def ini_path(self) -> Path:
+        return self.path / "alembic.ini"
+
     def alembic_config(self, **attributes: Any) -> Config:
-        """A plain ``alembic.config.Config`` for this stream, usable with ``alembic.command``."""
-        cfg = Config()
-        cfg.set_main_option("script_location", str(self.path))
+        """A plain ``alembic.config.Config`` for this stream, usable with ``alembic.command``.
+
+        It is read from the stream's ``alembic.ini`` when there is one, so ``file_template``,
+        ``truncate_slug_length``, ``post_write_hooks`` and the rest apply as they do for plain
+        ``alembic -c migrations/<stream>/alembic.ini``; the project's ``-x`` arguments reach
+        env.py as ``context.get_x_argument()``."""
+        ini = self.ini_path
+        cfg = Config(
+            str(ini) if ini.is_file() else None,
+            cmd_opts=argparse.Namespace(x=list(self.project.x_arguments)),
+        )
+        # The stream's folder, wherever the ini's script_location points (%% for ConfigParser).
+        cfg.set_main_option("script_location", str(self.path).replace("%", "%%"))
         cfg.attributes[PROJECT_KEY] = self.project
         cfg.attributes[STREAM_KEY] = self.name
         cfg.attributes.update(attributes)
