@@ -113,10 +113,19 @@ class Stream:
 
         Tables already naming a schema keep it; tables in other schemas are left to the
         include filters (they are references, e.g. a tenant FK to a shared table).
+
+        A named stream owns the schema-less tables only when *all* its models are schema-less:
+        when some name a schema, the MetaData is shared (one ``SQLModel.metadata`` for a named
+        and a tenant stream) and the schema-less tables are the tenant stream's, so the named
+        stream owns just the tables that name its schema.
         """
         md = self.require_metadata()
-        if schema is None or all(t.schema is not None for t in md.tables.values()):
+        tables = md.tables.values()
+        schemaless = [t for t in tables if t.schema is None]
+        if schema is None or not schemaless:
             return md
+        if not self.is_tenant and len(schemaless) < len(tables):
+            return md  # the include filters compare only the tables naming `schema`
         target = sa.MetaData(naming_convention=md.naming_convention)
         for table in md.sorted_tables:
             copy = table.to_metadata(
