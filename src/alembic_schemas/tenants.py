@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from . import catalog, command, database, identifiers, locks, provision, records, versions
 from . import database as db  # for functions whose `database` argument hides the module
@@ -95,16 +95,12 @@ def create(
             raise ConfigError("replay=True cannot run inside a caller's connection")
         if not connection.in_transaction():
             connection.begin()
-        _refuse_existing(connection, name)  # before a possibly long snapshot build
-        # The caller's database, not the configured URL (which may be absent: no embedded
-        # server is started for an app that brings its own connection).
-        sql = provision.get_snapshot(st, connection.engine)
-        provision.provision(st, connection, name, sql)
-        after = versions.current_heads(connection, st.version_table, name)
-        return SchemaResult(st.name, name, True, (), after, time.perf_counter() - started)
+        refuse_existing(connection, name)  # before a possibly long snapshot build
+        sql = snapshot_for(st, connection.engine)
+        return provision_in(connection, st, name, sql, started)
     with db.session(project) as s:
         with s.connect() as conn:
-            _refuse_existing(conn, name)
+            refuse_existing(conn, name)
             conn.rollback()
         if replay:
             try:
@@ -129,7 +125,35 @@ def create(
     return SchemaResult(st.name, name, True, (), after, time.perf_counter() - started)
 
 
-def _refuse_existing(conn: Connection, name: str) -> None:
+def snapshot_for(st: Stream, engine: Engine) -> str:
+    """The stream's snapshot, for provisioning in a caller's connection on ``engine``: built
+    (once) through ``direct_url`` when the config names one (the caller may be behind a
+    transaction pooler), else on the caller's database, not the configured URL (which may be
+    absent: no embedded server is started for an app that brings its own connection). An
+    async engine's URL is used through psycopg: the build is sync, and may take seconds."""
+    direct = db.resolve_direct_url(st.project)
+    if direct is None and not engine.dialect.is_async:
+        return provision.get_snapshot(st, engine)
+    own = db.create_engine(direct or engine.url, poolclass=sa.pool.NullPool)
+    try:
+        return provision.get_snapshot(st, own)
+    finally:
+        own.dispose()
+
+
+def provision_in(
+    connection: Connection, st: Stream, name: str, sql: str, started: float
+) -> SchemaResult:
+    """Provision ``name`` from ``sql`` in the caller's transaction on ``connection`` (sync, or
+    the sync face of an AsyncConnection inside ``run_sync``)."""
+    if not connection.in_transaction():
+        connection.begin()
+    provision.provision(st, connection, name, sql)
+    after = versions.current_heads(connection, st.version_table, name)
+    return SchemaResult(st.name, name, True, (), after, time.perf_counter() - started)
+
+
+def refuse_existing(conn: Connection, name: str) -> None:
     if catalog.schema_exists(conn, name):
         raise AlembicSchemasError(f"schema {name!r} already exists")
 

@@ -33,7 +33,7 @@ from ..errors import AlembicSchemasError, DatabaseError, MigrationFailed
 from ..executor import Action, Executor
 from ..runtime import schema as schema_tx
 from ..streams import Stream
-from .script import restore_script, settings_of
+from .script import restore_script, settings_of, split_script
 
 log = logging.getLogger("alembic_schemas")
 
@@ -268,7 +268,11 @@ def _run_script(conn: Connection, sql: str, tenant: str) -> None:
     """Run the snapshot as one script, in one round trip. ``no_parameters``: psycopg is given
     no parameter set, so a ``%`` in a seed row (or a tenant name) is text, not a placeholder."""
     try:
-        conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
+        if conn.dialect.is_async:  # asyncpg prepares each statement: one at a time
+            for statement in split_script(sql):
+                conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
+        else:
+            conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
     except sa.exc.DBAPIError as exc:
         hint = ""
         if getattr(exc.orig, "sqlstate", None) in ("42P01", "3F000", "42704"):
