@@ -15,6 +15,7 @@ import click
 import sqlalchemy as sa
 from alembic.script import Script
 
+from . import adopt as adoption
 from . import command, database, embedded, tenants
 from .errors import AlembicSchemasError, CheckFailed, ConfigError, MigrationFailed
 from .progress import PER_LINE_LIMIT, RunProgress
@@ -554,6 +555,35 @@ def verify(
             click.echo("every applied revision matches its file")
     if found:
         raise CheckFailed(f"{len(found)} applied revision(s) changed after they were applied")
+
+
+@cli.command()
+@click.option("--apply", "do_apply", is_flag=True, help="Perform the listed steps.")
+@json_opt
+@click.pass_context
+def adopt(ctx: click.Context, do_apply: bool, as_json: bool) -> None:
+    """Report the Alembic version tables in the database and whose they are; --apply writes
+    and stamps baselines and renames tenants' version tables."""
+    found = (adoption.apply if do_apply else adoption.survey)(config=_cfg(ctx))
+    if as_json:
+        _print_json({**found.as_dict(), "applied": do_apply})
+        return
+    for f in found.found:
+        whose = f"stream {f.stream}" if f.stream else "no stream's history"
+        if f.role == "tenant":
+            whose += ", listed by its source" if f.listed else ", NOT listed by its source"
+        elif f.role == "old environment":
+            whose = "an Alembic environment no stream continues (left in place)"
+        click.echo(f"{f.schema}.{f.table}: {_revs(f.revisions)} ({whose})")
+    if not found.found:
+        click.echo("no Alembic version tables found")
+    for step in found.steps:
+        done = " [done]" if do_apply and step.action != "manual" else ""
+        click.echo(f"{step.stream}: {step.action}: {step.detail}{done}")
+    if not found.steps:
+        click.echo("nothing to do")
+    elif not do_apply:
+        click.echo("run 'alembic-schemas adopt --apply' to perform these steps")
 
 
 @cli.group("tenants")

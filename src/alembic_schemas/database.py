@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -255,3 +256,23 @@ def set_local(
         run_sql(conn, "SET LOCAL search_path TO " + identifiers.search_path(*search_path))
     if settings:
         conn.execute(sa.select(*(sa.func.set_config(k, v, True) for k, v in settings.items())))
+
+
+@contextlib.contextmanager
+def scratch_database(url: str, prefix: str = "alembic_schemas_test") -> Iterator[str]:
+    """Create an empty database on the server of ``url`` (the role needs CREATEDB); yield its
+    URL; drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    quoted = identifiers.quote(name, "database name")
+    admin = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    try:
+        with connect(admin) as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
+        try:
+            yield render(make_url(url).set(database=name))
+        finally:
+            with connect(admin) as conn:
+                # WITH (FORCE): a failed step may have left a connection open.
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+    finally:
+        admin.dispose()

@@ -36,17 +36,15 @@ no asserts to rewrite, and this marker keeps pytest from warning about that.)
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
-from . import command, database, identifiers
+from . import command, database
 from .config import ConfigArg, Project, load
+from .database import scratch_database
 
 if TYPE_CHECKING:
     from pytest_alembic.config import Config as PytestAlembicConfig
@@ -71,25 +69,6 @@ def stream_config(
     return Config(
         alembic_config=command.alembic_config(stream, schema=schema, config=config), **options
     )
-
-
-@contextlib.contextmanager
-def scratch_database(url: str, prefix: str = "alembic_schemas_test") -> Iterator[str]:
-    """Create an empty database on the server of ``url``; yield its URL; drop it afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    quoted = identifiers.quote(name, "database name")
-    admin = database.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    try:
-        with database.connect(admin) as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
-        try:
-            yield make_url(url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with database.connect(admin) as conn:
-                # WITH (FORCE): a test that failed may have left a connection open.
-                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
-    finally:
-        admin.dispose()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
