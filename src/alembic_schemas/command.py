@@ -24,7 +24,17 @@ from alembic.script import Script
 from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
 
-from . import autogenerate, database, identifiers, offline, records, scaffold, sources, versions
+from . import (
+    autogenerate,
+    database,
+    identifiers,
+    offline,
+    pooling,
+    records,
+    scaffold,
+    sources,
+    versions,
+)
 from . import database as db  # for verbs whose `database` argument hides the module
 from .autogenerate.revision import autogenerate as autogenerate_revision
 from .config import ConfigArg, DatabaseArg, Project, find_config, load, load_project
@@ -104,7 +114,7 @@ def _each_schema(
                 for st in (reversed(selected) if reverse else selected)
             ]
         for stream, schemas in planned:
-            ex = Executor(stream, s.engine, action)
+            ex = Executor(stream, pooling.engine_for(s, stream), action)
             results += ex.run(ex.plan(schemas))
             _raise_failures(results)
     return results
@@ -278,6 +288,8 @@ def upgrade(
     shard_kn = parse_shard(shard) if isinstance(shard, str) else shard
     started = time.perf_counter()
     with db.session(project, pool_size=workers + 2) as s:
+        # refused behind a pooler before anything runs, where a stream needs one session
+        engines = {stream.name: pooling.engine_for(s, stream) for stream in selected}
         run = _Run(s, on_result)
         report = UpgradeReport(run.recorder.run_id)
         try:
@@ -291,7 +303,7 @@ def upgrade(
                     names = select_shard(names, shard_kn)
                 ex = Executor(
                     stream,
-                    s.engine,
+                    engines[stream.name],
                     Action("upgrade", revision),
                     jobs=workers,
                     max_failures=max_failures - len(report.failed),

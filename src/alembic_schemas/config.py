@@ -155,7 +155,10 @@ def load(
         # session settings that must not leak into the application's pool).
         found = database if isinstance(database, URL) else database.url
         url = found.render_as_string(hide_password=False)
-    return dataclasses.replace(project, url=url, url_source="the database argument")
+    # The given database for every connection: a direct_url names the configured one.
+    return dataclasses.replace(
+        project, url=url, url_source="the database argument", direct_url=None
+    )
 
 
 def find_config(start: Path | None = None) -> Path:

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from . import embedded, identifiers
@@ -93,20 +92,28 @@ def render(url: URL) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def create_engine(url: str | URL, **kwargs: Any) -> Engine:
-    """An engine whose every connection starts with ``search_path = pg_catalog``."""
-    engine = sa.create_engine(normalise(url), **kwargs)
+def create_engine(url: str | URL, *, pooled: bool = False, **kwargs: Any) -> Engine:
+    """An engine whose every connection starts with ``search_path = pg_catalog``.
 
-    # insert=True: run before SQLAlchemy's first-connect initialize(), so the dialect's
-    # default_schema_name is read with the pinned search_path.
-    @event.listens_for(engine.pool, "connect", insert=True)
-    def _pin_search_path(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("SET search_path TO " + BASE_SEARCH_PATH)
-        cursor.close()
-        dbapi_connection.commit()
+    The path is a startup parameter (libpq's ``options``), not a ``SET`` after connecting:
+    a connection pooler in transaction mode that nobody told the tool about refuses it
+    (PgBouncer: "unsupported startup parameter: options") instead of keeping the setting on
+    a server connection that the application then gets.
 
-    return engine
+    ``pooled``: the URL goes through such a pooler (``direct_url`` is set): no session
+    setting at all (every migration transaction pins its own search_path with ``SET
+    LOCAL``) and no prepared statements (psycopg prepares a statement run often, and the
+    next transaction may reach another server connection)."""
+    u = normalise(url)
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    if pooled:
+        connect_args["prepare_threshold"] = None
+    else:
+        given = u.query.get("options")
+        given = given[-1] if isinstance(given, tuple) else given
+        pin = f"-c search_path={BASE_SEARCH_PATH}"
+        connect_args["options"] = f"{given} {pin}" if given else pin
+    return sa.create_engine(u, connect_args=connect_args, **kwargs)
 
 
 def project_engine(project: Project, **kwargs: Any) -> Engine:
@@ -114,9 +121,9 @@ def project_engine(project: Project, **kwargs: Any) -> Engine:
 
 
 class Session:
-    """A project plus one engine, for the length of one API call. The engine (and so the
-    URL, and the embedded server) is only resolved on first use: a misspelt stream or tenant
-    is refused before any server starts."""
+    """A project plus its engines, for the length of one API call. The engines (and so the
+    URL, and the embedded server) are only resolved on first use: a misspelt stream or
+    tenant is refused before any server starts."""
 
     def __init__(self, project: Project, pool_size: int = 5) -> None:
         self.project = project
@@ -124,11 +131,23 @@ class Session:
 
     @functools.cached_property
     def engine(self) -> Engine:
-        return project_engine(self.project, pool_size=self.pool_size)
+        """Catalog reads, the run record, and every step that needs one session: through
+        ``direct_url`` when the config names one, else ``url``."""
+        url = resolve_direct_url(self.project) or resolve_url(self.project)
+        return create_engine(url, pool_size=self.pool_size)
+
+    @functools.cached_property
+    def pooled(self) -> Engine:
+        """Short migration transactions: ``url``, which may go through a transaction pooler
+        when ``direct_url`` is set (see :func:`create_engine`); else the same as ``engine``."""
+        if self.project.direct_url is None:
+            return self.engine
+        return create_engine(resolve_url(self.project), pooled=True, pool_size=self.pool_size)
 
     def close(self) -> None:
-        if "engine" in self.__dict__:
-            self.engine.dispose()
+        for name in ("pooled", "engine"):
+            if name in self.__dict__:
+                self.__dict__[name].dispose()
 
     def connect(self) -> contextlib.AbstractContextManager[Connection]:
         return connect(self.engine)
@@ -151,9 +170,23 @@ def describe(exc: BaseException) -> str:
     # psycopg prefixes connect errors with these; the rest already says what failed.
     for prefix in ("connection failed: ", "connection is bad: "):
         first = first.removeprefix(prefix)
+    if (sqlstate(exc) in _PREPARED_STATEMENT_ERRORS and '"_pg3_' in first) or (
+        "unsupported startup parameter: options" in first
+    ):
+        first += f" ({POOLER_HINT})"
     # what was done about it, e.g. an INVALID index dropped after a failed autocommit_block
     notes = getattr(exc, "__notes__", None) or getattr(orig, "__notes__", None) or []
     return "; ".join([first.strip(), *notes])
+
+
+# psycopg's own prepared statements ("_pg3_0") gone or doubled: another server connection
+# answered, which only a connection pooler in transaction mode does; or a pooler refused the
+# search_path the tool sets at connection start.
+_PREPARED_STATEMENT_ERRORS = ("26000", "42P05", "08P01")
+POOLER_HINT = (
+    "a connection pooler (PgBouncer?) is between alembic-schemas and PostgreSQL: set "
+    "direct_url to a direct connection, see 'Connection poolers' in the README"
+)
 
 
 def read_after_failure(conn: Connection, read: Callable[[], T], fallback: T) -> T:

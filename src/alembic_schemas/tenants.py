@@ -13,7 +13,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import catalog, command, database, identifiers, locks, provision, records, versions
+from . import (
+    catalog,
+    command,
+    database,
+    identifiers,
+    locks,
+    pooling,
+    provision,
+    records,
+    versions,
+)
 from . import database as db  # for functions whose `database` argument hides the module
 from .config import ConfigArg, DatabaseArg, Project, load
 from .errors import AlembicSchemasError, ConfigError, MigrationFailed
@@ -114,8 +124,8 @@ def create(
                 raise
             return report[0]
         try:
-            sql = provision.get_snapshot(st, s.engine)
-            with s.connect() as conn:
+            sql = provision.get_snapshot(st, s.engine, lambda: pooling.refuse_snapshot_build(s, st))
+            with db.connect(s.pooled) as conn:  # through the pooler, when direct_url is set
                 with conn.begin():
                     provision.provision(st, conn, name, sql, timeouts=schema_tx.timeouts(project))
                 after = versions.current_heads(conn, st.version_table, name)
