@@ -4,11 +4,9 @@ of other drivers are migrated through psycopg 3; the API takes a URL or an Engin
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,8 @@ from sqlalchemy.engine import make_url
 import alembic_schemas
 from alembic_schemas import database
 from alembic_schemas.errors import ConfigError
+
+from conftest import run_cli
 
 SEED = Path(__file__).resolve().parent.parent / "examples" / "seed"
 NOWHERE = "postgresql+psycopg://nobody@127.0.0.1:9/nowhere"
@@ -42,23 +42,6 @@ def _set_url(root: Path, url: str | None) -> None:
     path.write_text(text)
 
 
-def _cli(root: Path, *args: str, **env: str | None) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k != "ALEMBIC_SCHEMAS_URL"}
-    for key, value in env.items():
-        if value is None:
-            environ.pop(key, None)
-        else:
-            environ[key] = value
-    return subprocess.run(
-        [sys.executable, "-m", "alembic_schemas", *args],
-        cwd=root,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def _one_error(proc: subprocess.CompletedProcess[str], code: int = 2) -> str:
     assert proc.returncode == code, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -75,19 +58,19 @@ def _heads(engine: sa.Engine) -> dict[str, str]:
 
 def test_a_config_without_a_url_is_an_error_saying_how_to_choose(seed: Path) -> None:
     _set_url(seed, None)
-    message = _one_error(_cli(seed, "upgrade"))
+    message = _one_error(run_cli(seed, "upgrade"))
     assert message == (
         f"no database configured in {seed / 'pyproject.toml'}: set url to a PostgreSQL URL "
         '(url = "postgresql://user@host/db" or "${DATABASE_URL}"), or url = "embedded" for a '
         "local embedded server, or set $ALEMBIC_SCHEMAS_URL"
     )
     # Commands that need no database still work.
-    assert _cli(seed, "history", "-s", "myschema").returncode == 0
+    assert run_cli(seed, "history", "-s", "myschema").returncode == 0
 
 
 def test_an_empty_url_variable_is_an_error_naming_it(seed: Path) -> None:
     # `url = "embedded"` stays in the config: an empty override must not fall back to it.
-    message = _one_error(_cli(seed, "upgrade", ALEMBIC_SCHEMAS_URL=""))
+    message = _one_error(run_cli(seed, "upgrade", ALEMBIC_SCHEMAS_URL=""))
     assert message.startswith("environment variable ALEMBIC_SCHEMAS_URL is set but empty")
 
 
@@ -103,12 +86,12 @@ def test_url_variables_are_expanded_and_an_unset_or_empty_one_is_named(
         + "&".join(f"{k}={v}" for k, v in url.query.items()),
     )
     where = f"url in {seed / 'pyproject.toml'}"
-    missing = _one_error(_cli(seed, "current", SEED_DB=url.database, SEED_USER=None))
+    missing = _one_error(run_cli(seed, "current", SEED_DB=url.database, SEED_USER=None))
     assert missing == f"{where} names ${{SEED_USER}}, but environment variable SEED_USER is not set"
-    empty = _one_error(_cli(seed, "current", SEED_DB=url.database, SEED_USER=""))
+    empty = _one_error(run_cli(seed, "current", SEED_DB=url.database, SEED_USER=""))
     assert empty == f"{where} names ${{SEED_USER}}, but environment variable SEED_USER is empty"
 
-    done = _cli(seed, "upgrade", SEED_DB=url.database, SEED_USER=url.username)
+    done = run_cli(seed, "upgrade", SEED_DB=url.database, SEED_USER=url.username)
     assert done.returncode == 0, done.stderr
     assert _heads(db) == HEADS
 
@@ -123,17 +106,17 @@ def test_postgres_asyncpg_and_psycopg2_urls_are_migrated_through_psycopg(
     if driver.endswith("asyncpg"):  # asyncpg's spelling of libpq's sslmode
         url = url.update_query_dict({"ssl": "disable", "prepared_statement_cache_size": "0"})
     _set_url(seed, url.render_as_string(hide_password=False))
-    done = _cli(seed, "upgrade")
+    done = run_cli(seed, "upgrade")
     assert done.returncode == 0, done.stderr
     assert _heads(db) == HEADS
 
 
 def test_a_driver_other_than_psycopg_asyncpg_or_psycopg2_is_refused(seed: Path) -> None:
     _set_url(seed, "postgresql+pg8000://app@localhost/app")
-    message = _one_error(_cli(seed, "current"))
+    message = _one_error(run_cli(seed, "current"))
     assert "driver 'pg8000' is not supported; alembic-schemas migrates through psycopg 3" in message
     _set_url(seed, "mysql://app@localhost/app")
-    assert "database URL must be PostgreSQL, got 'mysql'" in _one_error(_cli(seed, "current"))
+    assert "database URL must be PostgreSQL, got 'mysql'" in _one_error(run_cli(seed, "current"))
 
 
 def test_the_api_takes_a_url_or_an_engine_over_the_config_and_the_variable(
@@ -161,7 +144,7 @@ def test_the_api_takes_a_url_or_an_engine_over_the_config_and_the_variable(
 def test_sql_output_never_starts_a_server(seed: Path) -> None:
     for url in ("embedded", None):
         _set_url(seed, url)
-        done = _cli(seed, "upgrade", "--sql")
+        done = run_cli(seed, "upgrade", "--sql")
         assert done.returncode == 0, done.stderr
         assert 'CREATE SCHEMA IF NOT EXISTS "myschema"' in done.stdout
 
@@ -181,7 +164,7 @@ def test_sql_output_never_starts_a_server(seed: Path) -> None:
 def test_a_misspelt_stream_or_bad_tenant_is_refused_before_any_server_starts(
     seed: Path, args: tuple[str, ...]
 ) -> None:
-    message = _one_error(_cli(seed, *args))
+    message = _one_error(run_cli(seed, *args))
     assert "unknown stream 'nope'" in message or "invalid tenant name 'pg_x'" in message
 
 

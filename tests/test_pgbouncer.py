@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 import pgbouncer
-from conftest import ProjectDir
+from conftest import ProjectDir, run_cli
 
 SAAS = Path(__file__).resolve().parent.parent / "examples" / "saas"
 INDEX_REVISION = (
@@ -55,15 +53,8 @@ def _saas(project_dir: ProjectDir, url: str, direct_url: str | None) -> Path:
 
 
 def _cli(project_dir: ProjectDir, *args: str) -> tuple[int, str, str]:
-    """The CLI on the config's url and direct_url, as written (no $ALEMBIC_SCHEMAS_URL)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "alembic_schemas", *args],
-        cwd=project_dir.root,
-        env={k: v for k, v in os.environ.items() if k != "ALEMBIC_SCHEMAS_URL"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    """The CLI on the config's url and direct_url, as written."""
+    proc = run_cli(project_dir.root, *args)
     return proc.returncode, proc.stdout, proc.stderr
 
 

@@ -204,7 +204,7 @@ def _baseline(st: Stream) -> None:
     """Autogenerate the stream's first revision in a scratch database (the streams it depends
     on at head there first), then stamp it in the real schema."""
     project = st.project
-    url = db.resolve_url(project)
+    url = db.session_url(project)
     try:
         with db.scratch_database(url, "alembic_schemas_adopt") as scratch:
             command.upgrade(

@@ -116,8 +116,13 @@ def create_engine(url: str | URL, *, pooled: bool = False, **kwargs: Any) -> Eng
     return sa.create_engine(u, connect_args=connect_args, **kwargs)
 
 
+def session_url(project: Project) -> str:
+    """The URL for one session's work: ``direct_url`` when set, else ``url``."""
+    return resolve_direct_url(project) or resolve_url(project)
+
+
 def project_engine(project: Project, **kwargs: Any) -> Engine:
-    return create_engine(resolve_url(project), **kwargs)
+    return create_engine(session_url(project), **kwargs)
 
 
 class Session:
@@ -133,8 +138,7 @@ class Session:
     def engine(self) -> Engine:
         """Catalog reads, the run record, and every step that needs one session: through
         ``direct_url`` when the config names one, else ``url``."""
-        url = resolve_direct_url(self.project) or resolve_url(self.project)
-        return create_engine(url, pool_size=self.pool_size)
+        return project_engine(self.project, pool_size=self.pool_size)
 
     @functools.cached_property
     def pooled(self) -> Engine:

@@ -95,7 +95,7 @@ def alembic_schemas_engine(alembic_schemas_project: Project) -> Iterator[sa.Engi
     Its connections start with ``search_path = pg_catalog``, as the CLI's do, so autogenerate
     sees the same schemas as ``alembic-schemas check``.
     """
-    with scratch_database(database.resolve_url(alembic_schemas_project)) as url:
+    with scratch_database(database.session_url(alembic_schemas_project)) as url:
         engine = database.create_engine(url)
         try:
             yield engine
