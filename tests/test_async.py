@@ -10,8 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Imported when the module is collected: the per-test cleanup of sys.modules (conftest) must
+# not make a test import a C extension (asyncpg, greenlet) a second time.
+import asyncpg  # noqa: F401
+import greenlet  # noqa: F401
 import pytest
 import sqlalchemy as sa
+import sqlalchemy.dialects.postgresql.asyncpg  # noqa: F401
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
