@@ -231,7 +231,7 @@ DOCUMENTED_USAGE_ERRORS = {
     "unknown key": (
         CONFIG.replace('script_location = "migrations"', "script_locaton = 'migrations'"),
         ("upgrade",),
-        "{config}: unknown key 'script_locaton' (allowed: jobs, lock_retries, lock_timeout, "
+        "{config}: unknown key 'script_locaton' (allowed: direct_url, jobs, lock_retries, lock_timeout, "
         "script_location, statement_timeout, streams, url, version_table)",
     ),
     "unknown stream key": (

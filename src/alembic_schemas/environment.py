@@ -180,7 +180,7 @@ def run_env() -> None:
     env = compat.running_environment()
     stream, schema = _stream_from_env(env)
     if env.is_offline_mode():
-        run_offline(env, stream, schema, database.resolve_url(stream.project))
+        run_offline(env, stream, schema, database.OFFLINE_URL)
         return
     given = env.config.attributes.get("connection")
     if isinstance(given, sa.Engine):
