@@ -30,13 +30,15 @@ from . import (
     database,
     identifiers,
     offline,
+    pooling,
     records,
     scaffold,
     sources,
     versions,
 )
+from . import database as db  # for verbs whose `database` argument hides the module
 from .autogenerate.revision import autogenerate as autogenerate_revision
-from .config import ConfigArg, Project, find_config, load, load_project
+from .config import ConfigArg, DatabaseArg, Project, find_config, load, load_project
 from .errors import ConfigError, DatabaseError, MigrationFailed, RevisionError
 from .executor import Action, Executor, select_shard
 from .executor.executor import ensure_records
@@ -108,7 +110,7 @@ def _each_schema(
             # Every stream's schemas first: an unknown tenant is refused before anything changes.
             planned = [(st, sources.targets(st, conn, tenants)) for st in selected]
         for stream, schemas in planned:
-            ex = Executor(stream, s.engine, action)
+            ex = Executor(stream, pooling.engine_for(s, stream), action)
             results += ex.run(ex.plan(schemas))
             _raise_failures(results)
     return results
@@ -179,6 +181,7 @@ def revision(
     splice: bool = False,
     branch_label: str | None = None,
     depends_on: str | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> list[Script]:
     """Create a revision in ``stream``; with ``autogenerate``, diff only that stream's schema
@@ -192,10 +195,10 @@ def revision(
         branch_label=branch_label,
         depends_on=depends_on,
     )
-    st = _stream(config, stream)
+    st = _stream(load(config, database), stream)
     if autogenerate:
         st.require_metadata()
-        with database.session(st.project) as s:
+        with db.session(st.project) as s:
             result = autogenerate_revision(st, s.engine, options)
     else:
         result = alembic_command.revision(st.alembic_config(), **options)
@@ -256,7 +259,9 @@ def _fleet(
     workers = max(1, jobs or project.jobs or os.cpu_count() or 1)
     started = time.perf_counter()
     new = action.verb == "upgrade"  # upgrade creates the tenants it is given
-    with database.session(project, pool_size=workers + 2) as s:
+    with db.session(project, pool_size=workers + 2) as s:
+        # refused behind a pooler before anything runs, where a stream needs one session
+        engines = {stream.name: pooling.engine_for(s, stream) for stream in selected}
         run = _Run(s, on_result)
         report = UpgradeReport(run.recorder.run_id)
         try:
@@ -270,7 +275,7 @@ def _fleet(
                     names = select_shard(names, shard)
                 ex = Executor(
                     stream,
-                    s.engine,
+                    engines[stream.name],
                     action,
                     jobs=workers,
                     max_failures=max_failures - len(report.failed),
@@ -309,6 +314,7 @@ def upgrade(
     shard: str | tuple[int, int] | None = None,
     on_plan: Callable[[str, int, int], None] | None = None,
     on_result: Callable[[SchemaResult], None] | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> UpgradeReport:
     """Upgrade every selected stream (default all, in dependency order) to ``revision``.
@@ -321,7 +327,7 @@ def upgrade(
     touches no database. Returns the UpgradeReport; raises MigrationFailed (with ``.report``)
     when anything failed, ConfigError/RevisionError for bad arguments.
     """
-    project = load(config)
+    project = load(config, database)
     sources.refuse_bad(tenants, project)
     if sql:
         offline.write(
@@ -358,6 +364,7 @@ def downgrade(
     max_failures: int = 0,
     on_plan: Callable[[str, int, int], None] | None = None,
     on_result: Callable[[SchemaResult], None] | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> UpgradeReport:
     """Downgrade the named streams (dependents first) to ``revision`` (``-1``, ``base``, an
@@ -365,7 +372,7 @@ def downgrade(
     and report as :func:`upgrade`; raises MigrationFailed when anything failed."""
     if not streams:
         raise ConfigError("downgrade needs -s STREAM")
-    project = load(config)
+    project = load(config, database)
     sources.refuse_bad(tenants, project)
     if sql:
         offline.write(
@@ -395,10 +402,11 @@ def stamp(
     streams: Sequence[str] | None = None,
     tenants: Sequence[str] | None = None,
     purge: bool = False,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> list[SchemaResult]:
     """Set the version row(s) without running migrations; one result per schema."""
-    return _each_schema(Action("stamp", revision, purge), config, streams, tenants)
+    return _each_schema(Action("stamp", revision, purge), load(config, database), streams, tenants)
 
 
 @_user_errors
@@ -406,13 +414,14 @@ def current(
     *,
     streams: Sequence[str] | None = None,
     tenants: Sequence[str] | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> list[SchemaState]:
     """The applied revision(s) of every selected schema (a few queries per stream)."""
-    project = load(config)
+    project = load(config, database)
     sources.refuse_bad(tenants, project)
     out: list[SchemaState] = []
-    with database.session(project) as s:
+    with db.session(project) as s:
         for stream in streams_of(project, streams):
             with s.connect() as conn:
                 out += _states(conn, stream, sources.targets(stream, conn, tenants))
@@ -425,15 +434,16 @@ def status(
     streams: Sequence[str] | None = None,
     tenants: Sequence[str] | None = None,
     drift: bool = True,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> list[SchemaState]:
     """Every schema and tenant: current revision, head, pending count, edited revisions and
     (unless ``drift`` is false, or the stream has no metadata) the differences between the
     models and the schema."""
-    project = load(config)
+    project = load(config, database)
     sources.refuse_bad(tenants, project)
     out: list[SchemaState] = []
-    with database.session(project) as s:
+    with db.session(project) as s:
         for stream in streams_of(project, streams):
             with s.connect() as conn:
                 names = sources.targets(stream, conn, tenants)
@@ -472,14 +482,15 @@ def verify(
     *,
     streams: Sequence[str] | None = None,
     tenants: Sequence[str] | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> list[EditedRevision]:
     """Applied revisions whose file was edited (or removed) since it was applied: each
     file's sha256 against the one recorded in ``alembic_schemas.applied``. Empty: clean."""
-    project = load(config)
+    project = load(config, database)
     sources.refuse_bad(tenants, project)
     out: list[EditedRevision] = []
-    with database.session(project) as s:
+    with db.session(project) as s:
         for stream in streams_of(project, streams):
             with s.connect() as conn:
                 names = sources.targets(stream, conn, tenants)
@@ -490,9 +501,11 @@ def verify(
     return out
 
 
-def last_failures(*, limit: int = 20, config: ConfigArg = None) -> list[dict[str, Any]]:
+def last_failures(
+    *, limit: int = 20, database: DatabaseArg = None, config: ConfigArg = None
+) -> list[dict[str, Any]]:
     """The latest failed attempts (from the run record) whose schema has not succeeded since."""
-    with database.session(load(config)) as s, s.connect() as conn:
+    with db.session(load(config, database)) as s, s.connect() as conn:
         return records.recent_failures(conn, limit)
 
 
@@ -501,6 +514,7 @@ def check(
     *,
     streams: Sequence[str] | None = None,
     tenants: Sequence[str] | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> list[CheckResult]:
     """Compare models with the database; a result is clean when at head and no differences."""
@@ -512,7 +526,7 @@ def check(
             st.pending,
             [*(st.drift or []), *(f"INVALID index {i}" for i in st.invalid_indexes)],
         )
-        for st in status(streams=streams, tenants=tenants, config=config)
+        for st in status(streams=streams, tenants=tenants, database=database, config=config)
     ]
 
 
@@ -561,11 +575,17 @@ def merge(
     return alembic_command.merge(st.alembic_config(), list(revisions), message=message)
 
 
-def alembic_config(stream: str, *, schema: str | None = None, config: ConfigArg = None) -> Config:
+def alembic_config(
+    stream: str,
+    *,
+    schema: str | None = None,
+    database: DatabaseArg = None,
+    config: ConfigArg = None,
+) -> Config:
     """A plain ``alembic.config.Config`` for a stream (tenant streams: pass ``schema``), for
     ``alembic.command.*`` and pytest-alembic. Put a Connection in ``attributes["connection"]``
-    to run on it; otherwise the project's database is used."""
-    st = _stream(config, stream)
+    to run on it; otherwise ``database``, else the project's database, is used."""
+    st = _stream(load(config, database), stream)
     if schema is not None:
         if st.is_tenant:  # not public, the run record or a named stream's schema
             sources.validate_tenant(schema, st.project)

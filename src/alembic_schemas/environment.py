@@ -71,9 +71,11 @@ def _migrate(
     transaction that is rolled back: nothing may commit."""
     if not env.config.attributes.get(PREPARED_KEY):
         schema_tx.begin(conn, stream, schema)
-    conn.execute(
-        sa.schema.CreateTable(versions.version_table(stream.version_table), if_not_exists=True)
-    )
+        conn.execute(
+            sa.schema.CreateTable(versions.version_table(stream.version_table), if_not_exists=True)
+        )
+    # Prepared: the executor's set-up (begin with read=True) created it already, in this
+    # transaction; a fleet runs this once per online revision per tenant.
     if stream.is_tenant:
         # Ops and op.get_bind() queries naming no schema land in the tenant. The tenant maps to
         # itself too: with a map, SQLAlchemy re-renders every schema name from text, which
@@ -178,7 +180,7 @@ def run_env() -> None:
     env = compat.running_environment()
     stream, schema = _stream_from_env(env)
     if env.is_offline_mode():
-        run_offline(env, stream, schema, database.resolve_url(stream.project))
+        run_offline(env, stream, schema, database.OFFLINE_URL)
         return
     given = env.config.attributes.get("connection")
     if isinstance(given, sa.Engine):

@@ -13,7 +13,7 @@ import alembic_schemas
 from alembic_schemas import citus, identifiers, tenants
 
 from .conftest import Cluster, add_revisions, migrated, register
-from conftest import ProjectDir
+from helpers import ProjectDir
 
 
 def distributed_schemas(cluster: Cluster) -> set[str]:

@@ -22,7 +22,7 @@ import os
 import subprocess
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import psycopg
 import psycopg.conninfo
@@ -145,7 +145,10 @@ def build_snapshot(stream: Stream, engine: Engine) -> str:
                     f"{database.describe(exc)}; use --replay (replay=True) instead"
                 ) from None
         url = engine.url.set(database=scratch)
-        staged = dataclasses.replace(project, url=url.render_as_string(hide_password=False))
+        # the scratch database for every connection: direct_url names the real one
+        staged = dataclasses.replace(
+            project, url=url.render_as_string(hide_password=False), direct_url=None
+        )
         with database.session(staged) as s:
             # the streams it depends on, then the staging schema (a name sources refuse)
             for st in snapshot_streams(Stream(staged, stream.config)):
@@ -174,8 +177,11 @@ def _cached(conn: Connection, stream: Stream, key: str) -> str | None:
     return None if found is None else str(found)
 
 
-def get_snapshot(stream: Stream, engine: Engine) -> str:
-    """The cached snapshot for the current revision files, built on first use.
+def get_snapshot(
+    stream: Stream, engine: Engine, before_build: Callable[[], None] | None = None
+) -> str:
+    """The cached snapshot for the current revision files, built on first use (after
+    ``before_build``, which may refuse).
 
     Builds of one stream are serialised by a session advisory lock, so concurrent first
     ``create`` calls build it once (and never run Alembic in two threads at a time)."""
@@ -186,6 +192,8 @@ def get_snapshot(stream: Stream, engine: Engine) -> str:
         found = _cached(conn, stream, key)
         if found is not None:
             return found
+        if before_build is not None:
+            before_build()
         unlock = locks.session_lock(conn, locks.snapshot_args(stream.name))
         conn.commit()
         try:
@@ -291,7 +299,11 @@ def _run_script(conn: Connection, statements: Sequence[str], tenant: str) -> Non
     """The statements one per query, pipelined (one network wait for them all), sent as
     written: a ``%`` in a seed row (or a tenant name) is text, not a placeholder."""
     try:
-        database.send(conn, [(statement, None) for statement in statements])
+        if conn.dialect.is_async:  # asyncpg prepares each statement: one at a time
+            for statement in statements:
+                conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
+        else:
+            database.send(conn, [(statement, None) for statement in statements])
     except sa.exc.DBAPIError as exc:
         hint = ""
         if database.sqlstate(exc) in ("42P01", "3F000", "42704"):

@@ -102,23 +102,17 @@ def begin(
     first: list[database.Statement] = [(sql, None) for sql in settings_sql(project)]
     if on_citus:  # the SET LOCAL statements reach every worker the transaction uses
         first.insert(0, (citus.PROPAGATE, None))
-    if lock == "try":
-        first.append(("SELECT pg_catalog.pg_try_advisory_xact_lock(%s, %s)", key))
-    elif lock == "wait":
-        # Only runs of this tool take this lock, never an application query: waiting for it
-        # is not bounded by lock_timeout (statement_timeout still applies).
-        first += [
-            (_setting("lock_timeout", "0"), None),
-            ("SELECT pg_catalog.pg_advisory_xact_lock(%s, %s)", key),
-            (_setting("lock_timeout", project.lock_timeout), None),
-        ]
-    else:  # this session holds it already (at session level): re-entrant, no wait
+    if lock == "held":  # this session holds it already (at session level): re-entrant
         first.append(("SELECT pg_catalog.pg_advisory_xact_lock(%s, %s)", key))
+    else:
+        first.append(("SELECT pg_catalog.pg_try_advisory_xact_lock(%s, %s)", key))
     if create and on_citus:  # whether the schema exists, read under the lock
         first = citus.with_schema_exists(first, schema)
     taken = database.send(conn, first)
     if lock == "try" and not taken[0][0]:
         return None
+    if lock == "wait" and not taken[0][0]:
+        taken = locks.wait(conn, lambda: database.send(conn, first))
     rest: list[database.Statement] = []
     if create and on_citus:
         rest += citus.create_schema_sql(_create(stream, schema), taken[0][1], stream.is_tenant)
