@@ -25,7 +25,7 @@ from alembic_schemas import identifiers
 from alembic_schemas.executor import replay
 from alembic_schemas.streams import Stream
 
-from conftest import ProjectDir
+from helpers import Catalog, ProjectDir
 
 SCRATCH_PREFIX = "alembic_schemas_scratch"
 TENANT_A = "tenant_acme"
@@ -159,15 +159,7 @@ def line_of(text: str, needle: str) -> int:
 
 
 def user_schemas(engine: sa.Engine) -> set[str]:
-    with engine.connect() as conn:
-        return set(
-            conn.execute(
-                sa.text(
-                    "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
-                    "AND nspname <> 'information_schema'"
-                )
-            ).scalars()
-        )
+    return Catalog(engine).user_schemas()
 
 
 def objects_in(engine: sa.Engine, schema: str) -> set[str]:
@@ -268,8 +260,11 @@ def test_tenant_revisions_create_and_drop_enum_types_and_sequences_without_schem
     project = alembic_schemas.load(pd.root)
     stream = Stream(project, project.stream("tenant"))
     script = stream.script.get_revision(revision_id(init))
-    assert script is not None and replay.is_replayable(script)
-    replayed = replay.render_upgrade(stream, script, postgresql.dialect())  # type: ignore[no-untyped-call]
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    assert script is not None and replay.is_replayable(stream, script, dialect)
+    statements = replay.render_upgrade(stream, script, dialect)
+    assert statements is not None
+    replayed = "\n".join(statements)
     assert 'CREATE SEQUENCE "invoice_number" START WITH 1000;' in replayed
     assert "CREATE TYPE account_role AS ENUM ('owner', 'member');" in replayed
     assert "nextval('invoice_number')" in replayed

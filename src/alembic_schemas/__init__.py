@@ -4,16 +4,10 @@ The public API: one function per verb (see :mod:`alembic_schemas.command`), the 
 lifecycle in :mod:`alembic_schemas.tenants`, the result types and the errors.
 """
 
-from . import tenants
+from . import aio, tenants
 from .command import (
-    CheckReport,
-    CheckResult,
     InitResult,
     Interrupt,
-    SchemaResult,
-    SchemaState,
-    StatusReport,
-    UpgradeReport,
     add_stream,
     alembic_config,
     check,
@@ -23,7 +17,6 @@ from .command import (
     history,
     init,
     last_failures,
-    load,
     merge,
     revision,
     show,
@@ -32,7 +25,7 @@ from .command import (
     upgrade,
     verify,
 )
-from .config import Project, load_project
+from .config import Project, load, load_project
 from .errors import (
     AlembicSchemasError,
     CheckFailed,
@@ -42,7 +35,17 @@ from .errors import (
     MigrationFailed,
     RevisionError,
 )
-from .results import DriftGroup, EditedRevision, Orphan
+from .results import (
+    CheckReport,
+    CheckResult,
+    DriftGroup,
+    EditedRevision,
+    Orphan,
+    SchemaResult,
+    SchemaState,
+    StatusReport,
+    UpgradeReport,
+)
 
 __all__ = [
     "AlembicSchemasError",
@@ -65,6 +68,7 @@ __all__ = [
     "StatusReport",
     "UpgradeReport",
     "add_stream",
+    "aio",
     "alembic_config",
     "check",
     "current",

@@ -18,10 +18,12 @@ import click
 import sqlalchemy as sa
 from alembic.script import Script
 
+from . import adopt as adoption
 from . import command, database, embedded, summary, tenants
+from .config import load
 from .errors import AlembicSchemasError, CheckFailed, ConfigError, Interrupted, MigrationFailed
 from .progress import ReadProgress, RunProgress
-from .results import UpgradeReport
+from .results import SchemaResult, SchemaState, UpgradeReport
 
 log = logging.getLogger("alembic_schemas")
 
@@ -86,8 +88,31 @@ all_opt = click.option(
 )
 
 
+def _collect_x(ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> None:
+    for value in values:
+        if "=" not in value:
+            raise click.BadParameter(f"{value!r} must look like key=value", ctx, _param)
+    ctx.find_root().ensure_object(dict).setdefault("x", []).extend(values)
+
+
+# As Alembic's `-x`: before the command (`alembic-schemas -x k=v upgrade`) or after it.
+x_opt = click.option(
+    "-x",
+    "x_arguments",
+    multiple=True,
+    expose_value=False,
+    callback=_collect_x,
+    metavar="KEY=VALUE",
+    help="Argument for env.py (context.get_x_argument()), as Alembic's -x; repeatable.",
+)
+
+
 def _cfg(ctx: click.Context) -> Any:
-    return ctx.obj["config"]
+    """The ``config`` argument: the -c path, or with -x arguments a loaded Project carrying them."""
+    root = ctx.find_root().obj
+    if root.get("x"):
+        return load(root["config"], x_arguments=root["x"])
+    return root["config"]
 
 
 def _print_json(data: Any) -> None:
@@ -119,7 +144,7 @@ def _script_dict(sc: Script) -> dict[str, Any]:
     }
 
 
-def _report(results: Sequence[command.SchemaResult], as_json: bool) -> None:
+def _report(results: Sequence[SchemaResult], as_json: bool) -> None:
     if as_json:
         _print_json([r.as_dict() for r in results])
         return
@@ -162,6 +187,7 @@ def _graceful_interrupt(progress: RunProgress) -> Iterator[command.Interrupt]:
     help="Config file (pyproject.toml or alembic-schemas.toml) or its folder.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Show Alembic's log and tracebacks.")
+@x_opt
 @click.version_option(package_name="alembic-schemas")
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
@@ -177,7 +203,7 @@ def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
 @click.pass_context
 def init(ctx: click.Context, directory: Path | None) -> None:
     """Write a starter config if none exists and any missing stream folders; never overwrites."""
-    result = command.init(directory or _cfg(ctx))
+    result = command.init(directory or ctx.obj["config"])
     if result.wrote_config:
         click.echo(f"wrote starter configuration to {result.config_path}")
     for path in result.created:
@@ -219,6 +245,7 @@ def add_stream(
 
 
 @cli.command()
+@x_opt
 @click.option("-s", "--stream", required=True, help="Stream to add the revision to.")
 @click.option("-m", "--message", help="Revision message.")
 @click.option("--autogenerate", is_flag=True, help="Diff the stream's models with its schema.")
@@ -256,6 +283,7 @@ def revision(
 
 
 @cli.command()
+@x_opt
 @stream_opt
 @tenant_opt
 @click.argument("revision", default="head")
@@ -341,10 +369,19 @@ def _run_summary(report: UpgradeReport, as_json: bool) -> None:
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
+@x_opt
 @click.option("-s", "--stream", "streams", multiple=True, required=True, help="Stream(s).")
 @tenant_opt
 @click.argument("revision")
 @click.option("--sql", is_flag=True, help="Print the SQL instead of running it.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Parallel workers (default: CPUs).")
+@click.option(
+    "--max-failures",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Failed schemas tolerated before no new schema starts.",
+)
 @json_opt
 @click.pass_context
 def downgrade(
@@ -353,16 +390,22 @@ def downgrade(
     tenants: tuple[str, ...],
     revision: str,
     sql: bool,
+    jobs: int | None,
+    max_failures: int,
     as_json: bool,
 ) -> None:
     """Downgrade a stream to REVISION (e.g. -1, base, or an id)."""
     _run(
-        RunProgress(quiet=True),
-        lambda _progress, interrupt: command.downgrade(
+        RunProgress(quiet=as_json),
+        lambda progress, interrupt: command.downgrade(
             revision,
             streams=streams,
             tenants=tenants,
             sql=sql,
+            jobs=jobs,
+            max_failures=max_failures,
+            on_plan=progress.plan,
+            on_result=progress.result,
             interrupt=interrupt,
             config=_cfg(ctx),
         ),
@@ -372,6 +415,7 @@ def downgrade(
 
 
 @cli.command()
+@x_opt
 @stream_opt
 @tenant_opt
 @click.argument("revision")
@@ -410,7 +454,7 @@ def current(
     _fail_on_errors(states)
 
 
-def _fail_on_errors(states: Sequence[command.SchemaState]) -> None:
+def _fail_on_errors(states: Sequence[SchemaState]) -> None:
     """Exit 1, after the full report, when some schemas could not be read or compared."""
     failure = summary.read_failure(states)
     if failure:
@@ -427,7 +471,7 @@ def history(
     ctx: click.Context, streams: tuple[str, ...], rev_range: str | None, long: bool, as_json: bool
 ) -> None:
     """List a stream's revisions, newest first."""
-    project = command.load(_cfg(ctx))
+    project = load(_cfg(ctx))
     data: dict[str, Any] = {}
     for st in project.select(streams):
         scripts = command.history(st.name, rev_range=rev_range, config=project)
@@ -577,6 +621,35 @@ def verify(
         raise CheckFailed(f"{len(found)} applied revision(s) changed after they were applied")
 
 
+@cli.command()
+@click.option("--apply", "do_apply", is_flag=True, help="Perform the listed steps.")
+@json_opt
+@click.pass_context
+def adopt(ctx: click.Context, do_apply: bool, as_json: bool) -> None:
+    """Report the Alembic version tables in the database and whose they are; --apply writes
+    and stamps baselines and renames tenants' version tables."""
+    found = (adoption.apply if do_apply else adoption.survey)(config=_cfg(ctx))
+    if as_json:
+        _print_json({**found.as_dict(), "applied": do_apply})
+        return
+    for f in found.found:
+        whose = f"stream {f.stream}" if f.stream else "no stream's history"
+        if f.role == "tenant":
+            whose += ", listed by its source" if f.listed else ", NOT listed by its source"
+        elif f.role == "old environment":
+            whose = "an Alembic environment no stream continues (left in place)"
+        click.echo(f"{f.schema}.{f.table}: {_revs(f.revisions)} ({whose})")
+    if not found.found:
+        click.echo("no Alembic version tables found")
+    for step in found.steps:
+        done = " [done]" if do_apply and step.action != "manual" else ""
+        click.echo(f"{step.stream}: {step.action}: {step.detail}{done}")
+    if not found.steps:
+        click.echo("nothing to do")
+    elif not do_apply:
+        click.echo("run 'alembic-schemas adopt --apply' to perform these steps")
+
+
 @cli.group("tenants")
 def tenants_group() -> None:
     """Tenant lifecycle: list, create (at head), drop."""
@@ -593,7 +666,7 @@ tenant_stream_opt = click.option(
 @click.pass_context
 def tenants_list(ctx: click.Context, stream: str | None, as_json: bool) -> None:
     """Every tenant of the source: name, revision, pending count."""
-    found = tenants.list_tenants(stream=stream, config=ctx.find_root().obj["config"])
+    found = tenants.list_tenants(stream=stream, config=_cfg(ctx))
     if as_json:
         _print_json([t.as_dict() for t in found])
     for t in [] if as_json else found:
@@ -618,7 +691,7 @@ def tenants_list(ctx: click.Context, stream: str | None, as_json: bool) -> None:
 @click.pass_context
 def tenants_create(ctx: click.Context, name: str, stream: str | None, replay: bool) -> None:
     """Provision tenant NAME at head."""
-    r = tenants.create(name, stream=stream, replay=replay, config=ctx.find_root().obj["config"])
+    r = tenants.create(name, stream=stream, replay=replay, config=_cfg(ctx))
     click.echo(f"created tenant {r.schema} at {_revs(r.after)} ({r.seconds:.2f}s)")
 
 
@@ -634,7 +707,7 @@ def tenants_drop(ctx: click.Context, name: str, stream: str | None, yes: bool, f
         if not sys.stdin.isatty():
             raise ConfigError("refusing to drop without --yes when not on a terminal")
         click.confirm(f"Drop schema {name!r} and all its data?", abort=True)
-    tenants.drop(name, stream=stream, force=force, config=ctx.find_root().obj["config"])
+    tenants.drop(name, stream=stream, force=force, config=_cfg(ctx))
     click.echo(f"dropped tenant {name}")
 
 
@@ -647,7 +720,7 @@ def embedded_group() -> None:
 @click.pass_context
 def embedded_stop(ctx: click.Context) -> None:
     """Stop the project's embedded PostgreSQL server."""
-    project = command.load(ctx.find_root().obj["config"])
+    project = load(_cfg(ctx))
     stopped = embedded.stop(project.root)
     click.echo("stopped" if stopped else "not running")
 

@@ -25,16 +25,27 @@ from alembic.script import Script
 from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
 
-from . import database, drift, identifiers, offline, records, scaffold, sources, versions
+from . import (
+    citus,
+    database,
+    drift,
+    identifiers,
+    offline,
+    pooling,
+    records,
+    scaffold,
+    sources,
+    versions,
+)
+from . import database as db  # for verbs whose `database` argument hides the module
 from .autogenerate.revision import autogenerate as autogenerate_revision
-from .config import ConfigArg, Project, find_config, load, load_project
+from .config import ConfigArg, DatabaseArg, Project, find_config, load, load_project
 from .errors import ConfigError, DatabaseError, Interrupted, MigrationFailed, RevisionError
 from .executor import Action, Executor, select_shard
 from .executor.executor import ensure_records
 from .executor.plan import parse_shard as _parse_shard
 from .results import (
     CheckReport,
-    CheckResult,
     DriftGroup,
     EditedRevision,
     Orphan,
@@ -153,63 +164,26 @@ def _interrupted(report: UpgradeReport) -> Interrupted:
     return exc
 
 
-def _not_started(
-    s: database.Session,
-    action: Action,
-    rest: Sequence[tuple[Stream, list[str]]],
-    report: UpgradeReport,
-) -> None:
-    """For streams a run never reached: how many schemas it would have started."""
-    for stream, names in rest:
-        report.streams[stream.name] = stream.is_tenant
-        report.not_started[stream.name] = len(Executor(stream, s.engine, action).plan(names).todo)
-
-
 def _each_schema(
     action: Action,
     config: ConfigArg,
     streams: Sequence[str] | None,
     tenants: Sequence[str] | None,
-    *,
-    reverse: bool = False,
-    interrupt: Interrupt | None = None,
-    record: bool = False,
-) -> UpgradeReport:
+) -> list[SchemaResult]:
     """``action`` on every selected schema, one at a time; stops at the first failure."""
     project = load(config)
     sources.refuse_bad(tenants, project)
+    results: list[SchemaResult] = []
     with database.session(project) as s:
         selected = streams_of(project, streams)
         with s.connect() as conn:
             # Every stream's schemas first: an unknown tenant is refused before anything changes.
-            planned = [
-                (st, sources.targets(st, conn, tenants))
-                for st in (reversed(selected) if reverse else selected)
-            ]
-        run = _Run(s, None, action.verb, action.revision) if record else None
-        report = UpgradeReport(run.recorder.run_id if run else "")
-        try:
-            for i, (stream, schemas) in enumerate(planned):
-                ex = Executor(stream, s.engine, action)
-                if interrupt is not None:
-                    interrupt.watch(ex)
-                report.streams[stream.name] = stream.is_tenant
-                plan = ex.plan(schemas)
-                results = ex.run(plan)
-                report.extend(results)
-                report.not_started[stream.name] = len(plan.todo) - len(results)
-                stopped = interrupt is not None and interrupt.stopped
-                if report.failed or stopped:
-                    _not_started(s, action, planned[i + 1 :], report)
-                    report.interrupted = stopped
-                    break
-        finally:
-            if run is not None:
-                run.finish(report)
-    if report.interrupted:
-        raise _interrupted(report)
-    _raise_failures(report)
-    return report
+            planned = [(st, sources.targets(st, conn, tenants)) for st in selected]
+        for stream, schemas in planned:
+            ex = Executor(stream, pooling.engine_for(s, stream), action)
+            results += ex.run(ex.plan(schemas))
+            _raise_failures(results)
+    return results
 
 
 # --- verbs ---------------------------------------------------------------------------
@@ -277,6 +251,7 @@ def revision(
     splice: bool = False,
     branch_label: str | None = None,
     depends_on: str | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> list[Script]:
     """Create a revision in ``stream``; with ``autogenerate``, diff only that stream's schema
@@ -290,10 +265,10 @@ def revision(
         branch_label=branch_label,
         depends_on=depends_on,
     )
-    st = _stream(config, stream)
+    st = _stream(load(config, database), stream)
     if autogenerate:
         st.require_metadata()
-        with database.session(st.project) as s:
+        with db.session(st.project) as s:
             result = autogenerate_revision(st, s.engine, options)
     else:
         result = alembic_command.revision(st.alembic_config(), **options)
@@ -354,61 +329,44 @@ class _Run:
         self._write(lambda: records.finish_run(self.engine, run_id, outcome, report.counts()))
 
 
-@_user_errors
-def upgrade(
-    revision: str = "head",
+def _fleet(
+    action: Action,
+    project: Project,
+    selected: Sequence[Stream],
+    tenants: Sequence[str] | None,
     *,
-    streams: Sequence[str] | None = None,
-    tenants: Sequence[str] | None = None,
-    sql: bool = False,
-    output: IO[str] | None = None,
-    jobs: int | None = None,
-    max_failures: int = 0,
+    jobs: int | None,
+    max_failures: int,
     retry_failed: bool = False,
-    shard: str | tuple[int, int] | None = None,
+    shard: tuple[int, int] | None = None,
     on_plan: Callable[[str, int, int], None] | None = None,
     on_result: Callable[[SchemaResult], None] | None = None,
     interrupt: Interrupt | None = None,
-    config: ConfigArg = None,
 ) -> UpgradeReport:
-    """Upgrade every selected stream (default all, in dependency order) to ``revision``.
-
-    Tenant streams run on ``jobs`` parallel workers (default: ``jobs`` in the config, else
-    the CPU count). After more than ``max_failures`` failed schemas no new schema starts.
-    ``retry_failed`` narrows each tenant stream to the tenants that failed in its last run;
-    ``shard`` "K/N" to a stable 1/N of them. ``on_plan(stream, total, todo)`` and
-    ``on_result(result)`` report progress; ``interrupt.stop()`` stops the run. With
-    ``sql``, writes the SQL to ``output`` and touches no database. Returns the UpgradeReport
-    (applied, unchanged, failed and not started, per stream); raises MigrationFailed (with
-    ``.report``) when anything failed, Interrupted (with ``.report``) when stopped,
-    ConfigError/RevisionError for bad arguments.
-    """
-    project = load(config)
-    sources.refuse_bad(tenants, project)
-    if sql:
-        offline.write(
-            project,
-            streams,
-            tenants,
-            lambda cfg: alembic_command.upgrade(cfg, revision, sql=True),
-            output,
-        )
-        return UpgradeReport()
-    selected = streams_of(project, streams)  # an unknown stream is refused before connecting
+    """``action`` on every schema of ``selected`` (in that order) with ``jobs`` workers, the
+    run record written as results come. The report counts, per stream, the schemas applied,
+    unchanged (at the target already) and failed, and those never started (after too many
+    failures, or ``interrupt``). Raises MigrationFailed when anything failed, Interrupted
+    when stopped (both with ``.report``)."""
     workers = max(1, jobs or project.jobs or os.cpu_count() or 1)
-    shard_kn = parse_shard(shard) if isinstance(shard, str) else shard
     started = time.perf_counter()
-    action = Action("upgrade", revision)
-    with database.session(project, pool_size=workers + 2) as s:
-        run = _Run(s, on_result, "upgrade", revision)
+    with db.session(project, pool_size=workers + 2) as s:
+        # refused behind a pooler before anything runs, where a stream needs one session
+        engines = {stream.name: pooling.engine_for(s, stream) for stream in selected}
+        run = _Run(s, on_result, action.verb, action.revision)
         report = UpgradeReport(run.recorder.run_id)
+
+        def targets(stream: Stream) -> list[str]:
+            return _fleet_targets(s, stream, action, tenants, retry_failed, shard)
+
+        def executor(stream: Stream, **kw: Any) -> Executor:
+            return Executor(stream, engines[stream.name], action, **kw)
+
         try:
             for i, stream in enumerate(selected):
-                names = _upgrade_targets(s, stream, tenants, retry_failed, shard_kn)
-                ex = Executor(
+                names = targets(stream)
+                ex = executor(
                     stream,
-                    s.engine,
-                    action,
                     jobs=workers,
                     max_failures=max_failures - len(report.failed),
                     on_result=run.done,
@@ -425,11 +383,9 @@ def upgrade(
                 report.not_started[stream.name] = len(plan.todo) - len(results)
                 report.interrupted = interrupt is not None and interrupt.stopped
                 if len(report.failed) > max_failures or report.interrupted:
-                    rest = [
-                        (st, _upgrade_targets(s, st, tenants, retry_failed, shard_kn))
-                        for st in selected[i + 1 :]
-                    ]
-                    _not_started(s, action, rest, report)
+                    for rest in selected[i + 1 :]:  # never reached: what they would have run
+                        report.streams[rest.name] = rest.is_tenant
+                        report.not_started[rest.name] = len(executor(rest).plan(targets(rest)).todo)
                     break
         except KeyboardInterrupt:
             # No Interrupt was given (an application's main thread): the executor let the
@@ -451,21 +407,78 @@ def upgrade(
     return report
 
 
-def _upgrade_targets(
+def _fleet_targets(
     s: database.Session,
     stream: Stream,
+    action: Action,
     tenants: Sequence[str] | None,
     retry_failed: bool,
     shard: tuple[int, int] | None,
 ) -> list[str]:
-    """The schemas an upgrade takes in ``stream``: the selection, narrowed to the last run's
-    failures (``retry_failed``) and to a shard."""
+    """The schemas a run takes in ``stream``: the selection (upgrade creates the tenants it
+    is given), narrowed to the last run's failures (``retry_failed``) and to a shard."""
     with s.connect() as conn:
-        names = sources.targets(stream, conn, tenants, new=True)
+        names = sources.targets(stream, conn, tenants, new=action.verb == "upgrade")
         if retry_failed and stream.is_tenant:
             failed = set(records.last_run_failures(conn, stream.name))
             names = [n for n in names if n in failed]
     return select_shard(names, shard) if stream.is_tenant else names
+
+
+@_user_errors
+def upgrade(
+    revision: str = "head",
+    *,
+    streams: Sequence[str] | None = None,
+    tenants: Sequence[str] | None = None,
+    sql: bool = False,
+    output: IO[str] | None = None,
+    jobs: int | None = None,
+    max_failures: int = 0,
+    retry_failed: bool = False,
+    shard: str | tuple[int, int] | None = None,
+    on_plan: Callable[[str, int, int], None] | None = None,
+    on_result: Callable[[SchemaResult], None] | None = None,
+    interrupt: Interrupt | None = None,
+    database: DatabaseArg = None,
+    config: ConfigArg = None,
+) -> UpgradeReport:
+    """Upgrade every selected stream (default all, in dependency order) to ``revision``.
+
+    Tenant streams run on ``jobs`` parallel workers (default: ``jobs`` in the config, else
+    the CPU count). After more than ``max_failures`` failed schemas no new schema starts.
+    ``retry_failed`` narrows each tenant stream to the tenants that failed in its last run;
+    ``shard`` "K/N" to a stable 1/N of them. ``on_plan(stream, total, todo)`` and
+    ``on_result(result)`` report progress; ``interrupt.stop()`` stops the run. With ``sql``,
+    writes the SQL to ``output`` and touches no database. Returns the UpgradeReport (applied,
+    unchanged, failed and not started, per stream); raises MigrationFailed (with ``.report``)
+    when anything failed, Interrupted (with ``.report``) when stopped, ConfigError/
+    RevisionError for bad arguments.
+    """
+    project = load(config, database)
+    sources.refuse_bad(tenants, project)
+    if sql:
+        offline.write(
+            project,
+            streams,
+            tenants,
+            lambda cfg: alembic_command.upgrade(cfg, revision, sql=True),
+            output,
+        )
+        return UpgradeReport()
+    return _fleet(
+        Action("upgrade", revision),
+        project,
+        streams_of(project, streams),  # an unknown stream is refused before connecting
+        tenants,
+        jobs=jobs,
+        max_failures=max_failures,
+        retry_failed=retry_failed,
+        shard=parse_shard(shard) if isinstance(shard, str) else shard,
+        on_plan=on_plan,
+        on_result=on_result,
+        interrupt=interrupt,
+    )
 
 
 @_user_errors
@@ -476,32 +489,40 @@ def downgrade(
     tenants: Sequence[str] | None = None,
     sql: bool = False,
     output: IO[str] | None = None,
+    jobs: int | None = None,
+    max_failures: int = 0,
+    on_plan: Callable[[str, int, int], None] | None = None,
+    on_result: Callable[[SchemaResult], None] | None = None,
     interrupt: Interrupt | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> UpgradeReport:
     """Downgrade the named streams (dependents first) to ``revision`` (``-1``, ``base``, an
-    id). Returns one result per schema (with the counts of an UpgradeReport); raises
-    MigrationFailed at the first failure, Interrupted when ``interrupt`` stopped it (both
-    with ``.report``)."""
+    id), tenants on ``jobs`` parallel workers, with the same run record, progress callbacks
+    and report as :func:`upgrade`; raises MigrationFailed when anything failed."""
     if not streams:
         raise ConfigError("downgrade needs -s STREAM")
+    project = load(config, database)
+    sources.refuse_bad(tenants, project)
     if sql:
         offline.write(
-            load(config),
+            project,
             streams,
             tenants,
             lambda cfg: alembic_command.downgrade(cfg, revision, sql=True),
             output,
         )
         return UpgradeReport()
-    return _each_schema(
+    return _fleet(
         Action("downgrade", revision),
-        config,
-        streams,
+        project,
+        list(reversed(streams_of(project, streams))),
         tenants,
-        reverse=True,
+        jobs=jobs,
+        max_failures=max_failures,
+        on_plan=on_plan,
+        on_result=on_result,
         interrupt=interrupt,
-        record=True,
     )
 
 
@@ -512,10 +533,11 @@ def stamp(
     streams: Sequence[str] | None = None,
     tenants: Sequence[str] | None = None,
     purge: bool = False,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
-) -> UpgradeReport:
+) -> list[SchemaResult]:
     """Set the version row(s) without running migrations; one result per schema."""
-    return _each_schema(Action("stamp", revision, purge), config, streams, tenants)
+    return _each_schema(Action("stamp", revision, purge), load(config, database), streams, tenants)
 
 
 @_user_errors
@@ -523,14 +545,15 @@ def current(
     *,
     streams: Sequence[str] | None = None,
     tenants: Sequence[str] | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> list[SchemaState]:
     """The applied revision(s) of every selected schema (a few queries per stream); a schema
     that cannot be read carries the reason in ``error``."""
-    project = load(config)
+    project = load(config, database)
     sources.refuse_bad(tenants, project)
     out: list[SchemaState] = []
-    with database.session(project) as s:
+    with db.session(project) as s:
         for stream in streams_of(project, streams):
             with s.connect() as conn:
                 out += states(conn, stream, sources.targets(stream, conn, tenants))
@@ -547,6 +570,7 @@ def status(
     tenants: Sequence[str] | None = None,
     drift: bool = True,
     on_progress: Progress | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> StatusReport:
     """Every schema and tenant: current revision, head, pending count, edited revisions and
@@ -559,11 +583,11 @@ def status(
     resolved since), ``last_run`` and per-stream ``summaries()``. One schema that cannot be
     read or compared is reported in its state's ``error``; the others are unaffected.
     ``on_progress(phase, done, total)`` reports long reads."""
-    project = load(config)
+    project = load(config, database)
     sources.refuse_bad(tenants, project)
     report = StatusReport()
     report.drift = drift
-    with database.session(project) as s:
+    with db.session(project) as s:
         selected = streams_of(project, streams)
         listed: dict[str, list[str]] = {}
         for stream in selected:
@@ -599,11 +623,13 @@ def _stream_status(
     ):
         edited.setdefault(e.schema, []).append(e)
     conn.rollback()
+    invalid = _invalid_indexes(conn, names)
     if on_progress is not None:
         on_progress(f"{stream.name}: reading versions", 0, len(names))
     found = states(conn, stream, names)
     for state in found:
         state.edited = edited.get(state.schema, [])
+        state.invalid_indexes = invalid.get(state.schema, [])
     if not with_drift or stream.metadata is None:
         return found, []
 
@@ -667,19 +693,30 @@ def _resolved(project: Project, failure: dict[str, Any], current: tuple[str, ...
         return False
 
 
+def _invalid_indexes(conn: sa.Connection, schemas: Sequence[str]) -> dict[str, list[str]]:
+    """Citus: each schema's INVALID indexes, on the coordinator and every worker."""
+    found: dict[str, list[str]] = {}
+    if citus.is_citus(conn):
+        for index in citus.invalid_indexes(conn, schemas):
+            found.setdefault(index.schema, []).append(str(index))
+        conn.rollback()
+    return found
+
+
 @_user_errors
 def verify(
     *,
     streams: Sequence[str] | None = None,
     tenants: Sequence[str] | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> list[EditedRevision]:
     """Applied revisions whose file was edited (or removed) since it was applied: each
     file's sha256 against the one recorded in ``alembic_schemas.applied``. Empty: clean."""
-    project = load(config)
+    project = load(config, database)
     sources.refuse_bad(tenants, project)
     out: list[EditedRevision] = []
-    with database.session(project) as s:
+    with db.session(project) as s:
         for stream in streams_of(project, streams):
             with s.connect() as conn:
                 names = sources.targets(stream, conn, tenants)
@@ -690,11 +727,13 @@ def verify(
     return out
 
 
-def last_failures(*, limit: int = 20, config: ConfigArg = None) -> list[dict[str, Any]]:
+def last_failures(
+    *, limit: int = 20, database: DatabaseArg = None, config: ConfigArg = None
+) -> list[dict[str, Any]]:
     """The latest failed attempts (from the run record) whose schema has not succeeded
     since, nor been brought to the failed run's target another way (stamp, by hand)."""
-    project = load(config)
-    with database.session(project) as s, s.connect() as conn:
+    project = load(config, database)
+    with db.session(project) as s, s.connect() as conn:
         return _unresolved_failures(conn, project, limit)
 
 
@@ -704,13 +743,21 @@ def check(
     streams: Sequence[str] | None = None,
     tenants: Sequence[str] | None = None,
     on_progress: Progress | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> CheckReport:
     """Compare models with the database; a result is clean when at head, with no
-    differences and no error. The CheckReport (a list of CheckResult) keeps the status it
-    was made from in ``.status`` (counts, drift groups, orphans)."""
+    differences (INVALID indexes included) and no error. The CheckReport (a list of
+    CheckResult) keeps the status it was made from in ``.status`` (counts, drift groups,
+    orphans)."""
     return CheckReport(
-        status(streams=streams, tenants=tenants, on_progress=on_progress, config=config)
+        status(
+            streams=streams,
+            tenants=tenants,
+            on_progress=on_progress,
+            database=database,
+            config=config,
+        )
     )
 
 
@@ -759,45 +806,20 @@ def merge(
     return alembic_command.merge(st.alembic_config(), list(revisions), message=message)
 
 
-def alembic_config(stream: str, *, schema: str | None = None, config: ConfigArg = None) -> Config:
+def alembic_config(
+    stream: str,
+    *,
+    schema: str | None = None,
+    database: DatabaseArg = None,
+    config: ConfigArg = None,
+) -> Config:
     """A plain ``alembic.config.Config`` for a stream (tenant streams: pass ``schema``), for
     ``alembic.command.*`` and pytest-alembic. Put a Connection in ``attributes["connection"]``
-    to run on it; otherwise the project's database is used."""
-    st = _stream(config, stream)
+    to run on it; otherwise ``database``, else the project's database, is used."""
+    st = _stream(load(config, database), stream)
     if schema is not None:
         if st.is_tenant:  # not public, the run record or a named stream's schema
             sources.validate_tenant(schema, st.project)
         identifiers.validate(schema)
         return st.alembic_config(**{SCHEMA_KEY: schema})
     return st.alembic_config()
-
-
-__all__ = [
-    "CheckReport",
-    "CheckResult",
-    "InitResult",
-    "Interrupt",
-    "Project",
-    "SchemaResult",
-    "SchemaState",
-    "StatusReport",
-    "UpgradeReport",
-    "add_stream",
-    "alembic_config",
-    "check",
-    "current",
-    "downgrade",
-    "heads",
-    "history",
-    "init",
-    "last_failures",
-    "load",
-    "merge",
-    "parse_shard",
-    "revision",
-    "show",
-    "stamp",
-    "status",
-    "upgrade",
-    "verify",
-]

@@ -26,6 +26,9 @@ class SchemaState:
     error: str | None = None
     # The tenant's structure group (tenants of one group have the same drift).
     drift_group: str | None = None
+    # Citus: INVALID indexes of the schema, on the coordinator or a worker ('"s"."i" on
+    # host:port'); status --json lists them under a top-level "invalid_indexes".
+    invalid_indexes: list[str] = field(default_factory=list)
 
     @property
     def at_head(self) -> bool:
@@ -33,7 +36,7 @@ class SchemaState:
 
     @property
     def needs_attention(self) -> bool:
-        return bool(self.pending or self.error or self.drift or self.edited)
+        return bool(self.pending or self.error or self.drift or self.edited or self.invalid_indexes)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -337,7 +340,17 @@ class StatusReport(list[SchemaState]):
             "drift_groups": [g.as_dict() for g in self.groups if g.differences or g.error],
             "orphans": [o.as_dict() for o in self.orphans],
             "last_run": self.last_run,
+            **({"invalid_indexes": invalid} if (invalid := self.invalid_indexes) else {}),
         }
+
+    @property
+    def invalid_indexes(self) -> list[dict[str, str]]:
+        """Citus: INVALID indexes on the coordinator or a worker, per schema."""
+        return [
+            {"stream": s.stream, "schema": s.schema, "index": i}
+            for s in self
+            for i in s.invalid_indexes
+        ]
 
 
 class CheckReport(list[CheckResult]):
@@ -351,7 +364,7 @@ class CheckReport(list[CheckResult]):
                 st.schema,
                 st.tenant,
                 st.pending,
-                st.drift or [],
+                [*(st.drift or []), *(f"INVALID index {i}" for i in st.invalid_indexes)],
                 st.error,
                 st.current,
                 st.heads,

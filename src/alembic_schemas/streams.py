@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Sequence
@@ -25,14 +26,19 @@ SCRATCH_KEY = "alembic_schemas.scratch"
 PREPARED_KEY = "alembic_schemas.prepared"
 
 
+def prepend_sys_path(root: Path) -> None:
+    """The project's folder first on ``sys.path``, as Alembic's ``prepend_sys_path = .``:
+    models and the app helpers revisions import are found from there."""
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+
+
 def resolve_attr(path: str, root: Path, what: str) -> Any:
     """Import ``module:attr.attr`` with ``root`` first on sys.path (Alembic's prepend_sys_path)."""
     module_name, sep, attrs = path.partition(":")
     if not sep or not module_name or not attrs:
         raise ConfigError(f"{what} {path!r} must look like 'package.module:attribute'")
-    root_s = str(root)
-    if root_s not in sys.path:
-        sys.path.insert(0, root_s)
+    prepend_sys_path(root)
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:
@@ -86,6 +92,7 @@ class Stream:
                 f"stream {self.name!r} has no script directory at {self.path} "
                 "(run 'alembic-schemas init')"
             )
+        prepend_sys_path(self.project.root)  # revisions may import the app's helpers
         return ScriptDirectory.from_config(self.alembic_config())
 
     @cached_property
@@ -112,10 +119,19 @@ class Stream:
 
         Tables already naming a schema keep it; tables in other schemas are left to the
         include filters (they are references, e.g. a tenant FK to a shared table).
+
+        A named stream owns the schema-less tables only when *all* its models are schema-less:
+        when some name a schema, the MetaData is shared (one ``SQLModel.metadata`` for a named
+        and a tenant stream) and the schema-less tables are the tenant stream's, so the named
+        stream owns just the tables that name its schema.
         """
         md = self.require_metadata()
-        if schema is None or all(t.schema is not None for t in md.tables.values()):
+        tables = md.tables.values()
+        schemaless = [t for t in tables if t.schema is None]
+        if schema is None or not schemaless:
             return md
+        if not self.is_tenant and len(schemaless) < len(tables):
+            return md  # the include filters compare only the tables naming `schema`
         target = sa.MetaData(naming_convention=md.naming_convention)
         for table in md.sorted_tables:
             copy = table.to_metadata(
@@ -124,10 +140,24 @@ class Stream:
             _keep_names(table, copy)
         return target
 
+    @property
+    def ini_path(self) -> Path:
+        return self.path / "alembic.ini"
+
     def alembic_config(self, **attributes: Any) -> Config:
-        """A plain ``alembic.config.Config`` for this stream, usable with ``alembic.command``."""
-        cfg = Config()
-        cfg.set_main_option("script_location", str(self.path))
+        """A plain ``alembic.config.Config`` for this stream, usable with ``alembic.command``.
+
+        It is read from the stream's ``alembic.ini`` when there is one, so ``file_template``,
+        ``truncate_slug_length``, ``post_write_hooks`` and the rest apply as they do for plain
+        ``alembic -c migrations/<stream>/alembic.ini``; the project's ``-x`` arguments reach
+        env.py as ``context.get_x_argument()``."""
+        ini = self.ini_path
+        cfg = Config(
+            str(ini) if ini.is_file() else None,
+            cmd_opts=argparse.Namespace(x=list(self.project.x_arguments)),
+        )
+        # The stream's folder, wherever the ini's script_location points (%% for ConfigParser).
+        cfg.set_main_option("script_location", str(self.path).replace("%", "%%"))
         cfg.attributes[PROJECT_KEY] = self.project
         cfg.attributes[STREAM_KEY] = self.name
         cfg.attributes.update(attributes)

@@ -177,6 +177,7 @@ def status_lines(report: StatusReport, *, all_schemas: bool = False) -> list[str
         lines += _attention(report, stream, all_schemas)
     lines += _orphan_lines(report)
     lines += [f"  EDITED: {e.message}" for e in report.edited]
+    lines += [f"  INVALID index {i['index']}" for i in report.invalid_indexes]
     lines += _failure_lines(report.failures)
     lines += run_line(report.last_run)
     return lines
@@ -213,6 +214,11 @@ def check_lines(report: CheckReport, *, all_schemas: bool = False) -> list[str]:
             continue
         lines += _behind([st for st in status if st.stream == stream])
         lines += [f"{where(r.stream, r.schema, True)}: ERROR: {r.error}" for r in mine if r.error]
+        lines += [
+            f"{where(i['stream'], i['schema'], True)}: INVALID index {i['index']}"
+            for i in status.invalid_indexes
+            if i["stream"] == stream
+        ]
         for g in status.groups:
             if g.stream == stream and g.differences:
                 lines += group_lines(g)

@@ -29,7 +29,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
-from .. import catalog, database, identifiers, locks, records
+from .. import catalog, citus, database, identifiers, locks, records
 from ..errors import MigrationFailed
 from ..streams import Stream
 from . import compat
@@ -128,7 +128,7 @@ def _block(
             " autocommit_block; committing them without the revision's version row would"
             " leave it half-applied: move them to a revision of their own or after the block"
         )
-    leftovers = catalog.invalid_indexes(conn, schema)
+    leftovers = _invalid_indexes(conn, schema)
     if leftovers and not records.is_unfinished(conn, stream.name, schema, revision):
         fixes = "; ".join(f"DROP INDEX CONCURRENTLY {q}" for q in leftovers)
         raise MigrationFailed(
@@ -141,6 +141,21 @@ def _block(
         hook.unlock = locks.session_lock(conn, locks.args(stream.name, schema))
     records.mark_unfinished(conn, stream.name, schema, revision)
     _commit(ctx, conn, stream, schema)  # whole revisions before this one
+    # a parallel run on Citus: no other transaction of the run open (citus.Gate)
+    with citus.exclusive(), _autocommit(conn, stream, schema, leftovers, revision):
+        yield
+    _resume(conn, stream, schema)
+    records.clear_unfinished(conn, stream.name, schema, revision)
+    hook.unstamped = revision
+    hook.writes = 0  # a second block may follow directly
+
+
+@contextlib.contextmanager
+def _autocommit(
+    conn: Connection, stream: Stream, schema: str, leftovers: list[str], revision: str
+) -> Iterator[None]:
+    """The block itself: autocommit, the schema's settings, the leftovers of an interrupted
+    attempt dropped first and, if it fails, the INVALID indexes it left."""
     project = stream.project
     level = conn.get_isolation_level()
     conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -157,16 +172,34 @@ def _block(
             database.run_sql(conn, "DROP INDEX CONCURRENTLY IF EXISTS " + name)
         try:
             yield
+            _refuse_invalid_left(conn, schema, revision)
         except BaseException as exc:
             _clean_up(conn, schema, exc)
             raise
         ok = True
     finally:
         _leave_autocommit(conn, level, saved, ok)
-    _resume(conn, stream, schema)
-    records.clear_unfinished(conn, stream.name, schema, revision)
-    hook.unstamped = revision
-    hook.writes = 0  # a second block may follow directly
+
+
+def _invalid_indexes(conn: Connection, schema: str) -> list[str]:
+    """Quoted names of the schema's INVALID indexes; on Citus, an index INVALID on a worker
+    (its shard's or the worker's copy) counts too."""
+    if not citus.is_citus(conn):
+        return catalog.invalid_indexes(conn, schema)
+    return sorted({i.qualified for i in citus.invalid_indexes(conn, [schema])})
+
+
+def _refuse_invalid_left(conn: Connection, schema: str, revision: str) -> None:
+    """On Citus a block can succeed and leave an INVALID index: ``IF NOT EXISTS`` skips an
+    index that is INVALID on the coordinator, or valid there and INVALID on a worker."""
+    if not citus.is_citus(conn):
+        return
+    left = citus.invalid_indexes(conn, [schema])
+    if left:
+        raise MigrationFailed(
+            f"revision {revision}'s autocommit_block completed but left INVALID index(es)"
+            f" {', '.join(map(str, left))}"
+        )
 
 
 def _set_session(conn: Connection, **settings: str) -> dict[str, str]:
@@ -181,7 +214,7 @@ def _set_session(conn: Connection, **settings: str) -> dict[str, str]:
 def _clean_up(conn: Connection, schema: str, exc: BaseException) -> None:
     """Drop the INVALID indexes a failed block left, and say so on the error."""
     try:
-        left = catalog.invalid_indexes(conn, schema)
+        left = _invalid_indexes(conn, schema)
     except sa.exc.DBAPIError:  # the connection is gone: the next run finds them
         exc.add_note("INVALID indexes it may have left are dropped by the next run")
         return
