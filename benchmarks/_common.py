@@ -322,6 +322,8 @@ def write_config(root: Path, url: str, stream: str, **keys: str) -> Path:
     config = root / "pyproject.toml"
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return config
+
+
 @dataclass(frozen=True)
 class Revision:
     """One generated revision file: ``down`` is a tuple at a merge point, None at base."""

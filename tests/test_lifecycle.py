@@ -387,7 +387,10 @@ def test_provisioned_tenant_is_identical_to_one_migrated_revision_by_revision(
     assert dropped_columns(db, "tenant_step") > 0
     assert dropped_columns(db, "tenant_snap") == 0
 
-    assert ok(project_dir.cli("check", "-s", "tenant", "--all")).count("models match the database") == 3
+    assert (
+        ok(project_dir.cli("check", "-s", "tenant", "--all")).count("models match the database")
+        == 3
+    )
 
 
 # --- CLI ---------------------------------------------------------------------------------------
