@@ -382,12 +382,11 @@ class Catalog:
         return found
 
     def waiting_for_lock(self, app: str) -> Callable[[], bool]:
-        """A check, true once ``app`` waits for a schema's lock: blocked on it, or seen going
-        back to it: locks.wait tries in short statements and rolls back between tries (no
-        blocked statement holds a snapshot that a CREATE INDEX CONCURRENTLY of the holder
-        would wait for, no transaction sits idle), so its backend shows the try, or the
-        rollback after it, again and again."""
-        seen: set[object] = set()
+        """A check, true once ``app`` waits for a schema's lock: blocked on it, or seen trying
+        it twice in one transaction (a tenant's first pass tries once, and puts it aside).
+        locks.wait tries in short statements, to hold no snapshot that a CREATE INDEX
+        CONCURRENTLY of the holder would wait for."""
+        seen: set[tuple[object, object]] = set()
 
         def check() -> bool:
             blocked = self.scalar(
@@ -400,15 +399,15 @@ class Catalog:
             with self.db.connect() as conn:
                 row = conn.execute(
                     sa.text(
-                        f"SELECT state_change FROM pg_stat_activity WHERE {OF_APP}"
-                        " AND (query LIKE '%pg_try_advisory_xact_lock%'"
-                        " OR (state = 'idle' AND query = 'ROLLBACK'))"
+                        "SELECT xact_start, state_change FROM pg_stat_activity"
+                        f" WHERE {OF_APP} AND state = 'idle in transaction'"
+                        " AND query LIKE '%pg_try_advisory_xact_lock%'"
                     ),
                     {"app": app},
                 ).first()
             if row is not None:
-                seen.add(row[0])
-            return len(seen) >= 3
+                seen.add((row[0], row[1]))
+            return len({xact for xact, _ in seen}) < len(seen)
 
         return check
 
