@@ -10,7 +10,6 @@ import contextlib
 import time
 import zlib
 from collections.abc import Callable
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -42,31 +41,23 @@ def lock(conn: Connection, stream: str, schema: str) -> None:
     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(*args(stream, schema))))
 
 
-def wait(conn: Connection, attempt: Callable[[], list[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
-    """Call ``attempt()`` (which begins the transaction's work with a try of the schema's
-    lock and returns rows whose first value says if it was taken) until it takes the lock,
-    rolling back and pausing between tries: no transaction is open while another run holds
-    the schema, and no statement sits blocked on the lock (its snapshot would hold back a
-    CREATE INDEX CONCURRENTLY of the holder's, a deadlock PostgreSQL ends by cancelling one).
-    Only runs of this tool take this lock, so lock_timeout does not bound the wait;
-    statement_timeout does, as it would a blocked statement."""
+def wait(conn: Connection, stream: str, schema: str) -> None:
+    """Wait for the (stream, schema) lock as long as another run holds it, in short tries
+    rather than one blocked statement (whose snapshot a CREATE INDEX CONCURRENTLY of the
+    holder would wait for). Only runs of this tool take this lock, so lock_timeout does not
+    bound the wait; the transaction's statement_timeout does."""
     limit_ms = conn.scalar(
         sa.text("SELECT CAST(setting AS bigint) FROM pg_settings WHERE name = 'statement_timeout'")
     )
     deadline = time.monotonic() + limit_ms / 1000 if limit_ms else None
     pause = _FIRST_PAUSE
-    while True:
-        conn.rollback()
+    while not try_lock(conn, stream, schema):
         if deadline is not None and time.monotonic() >= deadline:
             raise MigrationFailed(
                 f"another run held the schema for longer than statement_timeout ({limit_ms}ms)"
             )
         time.sleep(pause)
         pause = min(pause * 2, _LONGEST_PAUSE)
-        conn.begin()
-        rows = attempt()
-        if rows[0][0]:
-            return rows
 
 
 def try_lock(conn: Connection, stream: str, schema: str) -> bool:

@@ -112,7 +112,9 @@ def begin(
     if lock == "try" and not taken[0][0]:
         return None
     if lock == "wait" and not taken[0][0]:
-        taken = locks.wait(conn, lambda: database.send(conn, first))
+        locks.wait(conn, stream.name, schema)  # in short tries: see locks.wait
+        if create and on_citus:  # whether the schema exists, read again under the lock
+            taken = database.send(conn, citus.with_schema_exists([("SELECT 1", None)], schema))
     rest: list[database.Statement] = []
     if create and on_citus:
         rest += citus.create_schema_sql(_create(stream, schema), taken[0][1], stream.is_tenant)
