@@ -452,7 +452,9 @@ def check(
     else:
         for r in results:
             where = _where(r.stream, r.schema, r.tenant)
-            if r.clean:
+            if not r.compared:
+                click.echo(f"{where}: nothing compared: stream {r.stream!r} has no 'metadata'")
+            elif r.clean:
                 click.echo(f"{where}: models match the database")
             if r.pending:
                 click.echo(f"{where}: {r.pending} revision(s) not applied (run upgrade)")

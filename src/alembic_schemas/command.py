@@ -442,9 +442,13 @@ def check(
     tenants: Sequence[str] | None = None,
     config: ConfigArg = None,
 ) -> list[CheckResult]:
-    """Compare models with the database; a result is clean when at head and no differences."""
+    """Compare models with the database; a result is clean when at head and no differences.
+    A stream without metadata compares nothing (``compared`` is false): only its pending
+    revisions can make it unclean."""
     return [
-        CheckResult(st.stream, st.schema, st.tenant, st.pending, st.drift or [])
+        CheckResult(
+            st.stream, st.schema, st.tenant, st.pending, st.drift or [], st.drift is not None
+        )
         for st in status(streams=streams, tenants=tenants, config=config)
     ]
 

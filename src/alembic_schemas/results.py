@@ -77,6 +77,8 @@ class CheckResult:
     tenant: bool
     pending: int
     differences: list[str] = field(default_factory=list)
+    # False when the stream has no metadata: no models were compared with the schema.
+    compared: bool = True
 
     @property
     def clean(self) -> bool:
@@ -88,6 +90,7 @@ class CheckResult:
             "schema": self.schema,
             "pending": self.pending,
             "differences": self.differences,
+            "compared": self.compared,
         }
 
 
