@@ -49,6 +49,19 @@ def relation_exists(conn: Connection, schema: str, name: str) -> bool:
     return conn.scalar(query, {"schema": schema, "name": name}) is not None
 
 
+def column_count(conn: Connection, schema: str, columns: Sequence[tuple[str, str]]) -> int:
+    """How many of the (table, column) pairs exist in ``schema``."""
+    query = sa.text(
+        "SELECT count(*) FROM pg_catalog.pg_attribute a"
+        " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = :schema AND NOT a.attisdropped"
+        " AND (c.relname || '.' || a.attname) = ANY(:names)"
+    )
+    names = [f"{t}.{c}" for t, c in columns]
+    return int(conn.scalar(query, {"schema": schema, "names": names}) or 0)
+
+
 def invalid_indexes(conn: Connection, schema: str) -> list[str]:
     """Quoted ``"schema"."index"`` of the schema's INVALID indexes."""
     names = conn.scalars(

@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import sys
+import textwrap
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,13 @@ import sqlalchemy as sa
 from alembic.script import Script
 
 from . import command, database, embedded, tenants
-from .errors import AlembicSchemasError, CheckFailed, ConfigError, MigrationFailed
+from .errors import (
+    AlembicSchemasError,
+    CheckFailed,
+    ConfigError,
+    MigrationFailed,
+    describe_python_error,
+)
 from .progress import PER_LINE_LIMIT, RunProgress
 from .results import SchemaResult, UpgradeReport
 
@@ -30,9 +37,13 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except AlembicSchemasError as exc:
-            if ctx.obj and ctx.obj.get("verbose"):
+            verbose = bool(ctx.obj and ctx.obj.get("verbose"))
+            if verbose:
                 traceback.print_exc()
             click.echo(f"alembic-schemas: error: {exc}", err=True)
+            statement = getattr(exc, "statement", None)
+            if verbose and statement:
+                click.echo(f"alembic-schemas: failing statement:\n{statement}", err=True)
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
@@ -48,12 +59,7 @@ def _unexpected(exc: Exception) -> str:
     or env.py: the database's message, or the exception and where it was raised."""
     if isinstance(exc, sa.exc.DBAPIError):
         return database.describe(exc)
-    text = str(exc).strip()
-    line = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
-    frames = traceback.extract_tb(exc.__traceback__)
-    if frames and not isinstance(exc, SyntaxError):  # a SyntaxError names its file already
-        line += f" (at {frames[-1].filename}:{frames[-1].lineno}; --verbose shows the traceback)"
-    return line
+    return describe_python_error(exc)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -110,6 +116,14 @@ def _script_dict(sc: Script) -> dict[str, Any]:
     }
 
 
+def _failed_line(r: SchemaResult) -> None:
+    """A failed schema's line, and with --verbose the statement that failed."""
+    click.echo(f"{_where(r.stream, r.schema, r.tenant)}: FAILED: {r.error}")
+    root = click.get_current_context().find_root()
+    if r.statement and root.obj and root.obj.get("verbose"):
+        click.echo(textwrap.indent(f"failing statement:\n{r.statement}", "    "))
+
+
 def _report(results: Sequence[command.SchemaResult], as_json: bool) -> None:
     if as_json:
         _print_json([r.as_dict() for r in results])
@@ -117,7 +131,7 @@ def _report(results: Sequence[command.SchemaResult], as_json: bool) -> None:
     for r in results:
         where = _where(r.stream, r.schema, r.tenant)
         if r.error:
-            click.echo(f"{where}: FAILED: {r.error}")
+            _failed_line(r)
         elif r.changed:
             click.echo(f"{where}: {_revs(r.before)} -> {_revs(r.after)} ({r.seconds:.2f}s)")
         else:
@@ -297,7 +311,7 @@ def _upgrade_summary(report: UpgradeReport, as_json: bool) -> None:
             failed = [r for r in results if r.error]
             click.echo(f"{stream}: {applied} applied, {len(failed)} failed")
             for r in failed:
-                click.echo(f"{_where(r.stream, r.schema, r.tenant)}: FAILED: {r.error}")
+                _failed_line(r)
     for stream, n in report.at_target.items():
         if n:
             click.echo(f"{stream}: {n} tenant(s) already at target")
@@ -488,6 +502,7 @@ def status(
                 "schemas": [s.as_dict() for s in states],
                 "last_failures": failures,
                 "edited": edited,
+                "partial": [p.as_dict() for s in states for p in s.partial],
             }
         )
         return
@@ -501,6 +516,8 @@ def status(
         )
         for e in s.edited:
             click.echo(f"  EDITED: {e.message}")
+        for p in s.partial:
+            click.echo(f"  PARTIALLY APPLIED: {p.message}")
     if failures:
         click.echo("last failures (not succeeded since):")
         for f in failures:

@@ -31,7 +31,15 @@ from .errors import ConfigError, DatabaseError, MigrationFailed, RevisionError
 from .executor import Action, Executor, select_shard
 from .executor.executor import ensure_records
 from .executor.plan import parse_shard as _parse_shard
-from .results import CheckResult, EditedRevision, SchemaResult, SchemaState, UpgradeReport
+from .results import (
+    CheckResult,
+    EditedRevision,
+    PartialRevision,
+    SchemaResult,
+    SchemaState,
+    UpgradeReport,
+)
+from .runtime.autocommit import partial_message
 from .streams import SCHEMA_KEY, Stream, streams_of
 
 P = ParamSpec("P")
@@ -65,6 +73,7 @@ def _raise_failures(results: Sequence[SchemaResult], note: str = "") -> None:
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
         exc = MigrationFailed(f"{where}: {first.error}{more}{note}")
         exc.report = results  # type: ignore[attr-defined]
+        exc.statement = first.statement  # type: ignore[attr-defined]
         raise exc
 
 
@@ -393,9 +402,11 @@ def status(
                     conn, stream.script, stream.name, names, tenant=stream.is_tenant
                 ):
                     edited.setdefault(e.schema, []).append(e)
+                partial = _partial(conn, stream, names)
                 conn.rollback()
                 for state in _states(conn, stream, names):
                     state.edited = edited.get(state.schema, [])
+                    state.partial = partial.get(state.schema, [])
                     if drift and stream.metadata is not None:
                         with conn.begin():
                             state.drift = [
@@ -404,6 +415,22 @@ def status(
                             ]
                     out.append(state)
     return out
+
+
+def _partial(
+    conn: sa.Connection, stream: Stream, names: Sequence[str]
+) -> dict[str, list[PartialRevision]]:
+    """The stream's partially applied revisions, by schema (one query)."""
+    found: dict[str, list[PartialRevision]] = {}
+    for schema, revision, committed, since in records.partial_revisions(conn, stream.name, names):
+        message = partial_message(stream, schema, revision, committed, since)
+        where = f"{stream.name}/{schema}" if stream.is_tenant else stream.name
+        found.setdefault(schema, []).append(
+            PartialRevision(
+                stream.name, schema, revision, committed, since.isoformat(), f"{where}: {message}"
+            )
+        )
+    return found
 
 
 @_user_errors

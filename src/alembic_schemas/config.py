@@ -47,6 +47,9 @@ _STREAM_KEYS: dict[str, type | tuple[type, ...]] = {
     "owner": str,
     "version_table": str,
     "grants": (list, dict),
+    "commit_before_autocommit_block": bool,
+    "baseline": str,
+    "baseline_metadata": str,
 }
 
 # Privileges a stream's `grants` may give on tables: a fixed allow-list, so configured text is
@@ -69,6 +72,12 @@ class StreamConfig:
     owner: str | None = None
     version_table: str = "alembic_version"
     grants: Grants = ()  # (role, table privileges), validated
+    # Run revisions that write before their autocommit_block as Alembic does: commit those
+    # statements first (the revision is recorded as partially applied until it completes).
+    commit_before_autocommit_block: bool = False
+    # The revision at which a new (empty) schema is built from metadata and stamped.
+    baseline: str | None = None
+    baseline_metadata: str | None = None  # module:attr; default: the stream's metadata
 
     @property
     def is_tenant(self) -> bool:
@@ -217,6 +226,17 @@ def _version_table(where: str, name: object) -> str:
     return checked
 
 
+def _baseline(where: str, raw: Mapping[str, Any]) -> str | None:
+    baseline = raw.get("baseline")
+    if baseline is not None and not baseline.strip():
+        raise ConfigError(f"{where}: 'baseline' must name a revision (or 'head')")
+    if raw.get("baseline_metadata") is not None and baseline is None:
+        raise ConfigError(f"{where}: 'baseline_metadata' needs 'baseline'")
+    if baseline is not None and raw.get("metadata") is None and "baseline_metadata" not in raw:
+        raise ConfigError(f"{where}: 'baseline' needs 'metadata' (or 'baseline_metadata')")
+    return baseline.strip() if baseline is not None else None
+
+
 def _duration(where: str, key: str, value: str) -> str:
     if not _DURATION.match(value.strip()):
         raise ConfigError(f"{where}: {key} {value!r} is not a duration like '5s', '500ms' or '0'")
@@ -265,6 +285,9 @@ def _build(config_path: Path, data: dict[str, Any]) -> Project:
             owner=owner,
             grants=grants,
             version_table=_version_table(swhere, raw.get("version_table", default_vt)),
+            commit_before_autocommit_block=raw.get("commit_before_autocommit_block", False),
+            baseline=_baseline(swhere, raw),
+            baseline_metadata=raw.get("baseline_metadata"),
         )
     schemas_seen: dict[str, str] = {}
     for s in streams.values():

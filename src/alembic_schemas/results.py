@@ -20,6 +20,9 @@ class SchemaState:
     # Applied revisions whose file changed since (filled by status; not in as_dict, whose
     # keys are documented: status --json lists them under a top-level "edited").
     edited: list[EditedRevision] = field(default_factory=list)
+    # Revisions partially applied (statements before an autocommit_block committed, version
+    # row not): filled by status, listed under status --json's top-level "partial".
+    partial: list[PartialRevision] = field(default_factory=list)
 
     @property
     def at_head(self) -> bool:
@@ -48,6 +51,11 @@ class SchemaResult:
     after: tuple[str, ...]
     seconds: float
     error: str | None = None
+    statement: str | None = None  # the SQL statement that failed, when one did
+
+    def __post_init__(self) -> None:
+        if self.statement is None:  # a described database error carries its statement
+            self.statement = getattr(self.error, "statement", None)
 
     @property
     def changed(self) -> bool:
@@ -67,6 +75,7 @@ class SchemaResult:
             "seconds": round(self.seconds, 4),
             "status": self.status,
             "error": self.error,
+            "statement": self.statement,
         }
 
 
@@ -152,5 +161,28 @@ class EditedRevision:
             "path": self.path,
             "recorded": self.recorded,
             "current": self.current,
+            "message": self.message,
+        }
+
+
+@dataclass
+class PartialRevision:
+    """A revision whose statements before its autocommit_block were committed and whose
+    version row was not (``commit_before_autocommit_block``)."""
+
+    stream: str
+    schema: str
+    revision: str
+    committed: str
+    since: str  # ISO time the run that committed them started the block
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "schema": self.schema,
+            "revision": self.revision,
+            "committed": self.committed,
+            "since": self.since,
             "message": self.message,
         }

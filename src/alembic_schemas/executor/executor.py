@@ -40,8 +40,10 @@ from ..errors import (
     DatabaseError,
     RevisionError,
     describe_python_error,
+    mark_revision,
 )
 from ..results import SchemaResult
+from ..runtime import autocommit
 from ..runtime import schema as schema_tx
 from ..streams import PREPARED_KEY, SCHEMA_KEY, Stream
 from .plan import Plan
@@ -240,6 +242,10 @@ class Executor:
             if not schema_tx.begin(conn, self.stream, schema, lock="wait" if wait else "try"):
                 return None
             current = self._read(conn, schema)
+            if self.action.verb == "stamp":  # whoever stamps has settled partial revisions
+                records.clear_partial(conn, self.stream.name, schema)
+            else:
+                autocommit.refuse_partial(conn, self.stream, schema)
             if self.action.verb != "upgrade" or self.replayer is None:
                 return current, self._via_alembic(conn, schema)
             if current == target:
@@ -261,7 +267,11 @@ class Executor:
             if step.sql is not None and step.sql.strip():
                 # Rendered with the engine's pyformat dialect, so a literal % is doubled;
                 # passing (empty) parameters lets the driver undo that.
-                conn.exec_driver_sql(step.sql)
+                try:
+                    conn.exec_driver_sql(step.sql)
+                except sa.exc.DBAPIError as exc:  # no frame of the revision's file: say it
+                    mark_revision(exc, step.revision, self._path(step.revision))
+                    raise
         reached = steps[-1].revision
         if current:
             conn.execute(
@@ -277,6 +287,10 @@ class Executor:
             schema,
             [(st.revision, st.checksum) for st in steps if st.checksum is not None],
         )
+
+    def _path(self, revision: str) -> str | None:
+        script = self.stream.script.get_revision(revision)
+        return None if script is None else script.path
 
     def _via_alembic(self, conn: Connection, schema: str) -> Heads:
         """Alembic runs the action inside the schema's transaction, already set up; the
