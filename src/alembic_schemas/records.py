@@ -371,7 +371,7 @@ def add_committed(conn: Connection, stream: str, schema: str, revision: str, wha
     conn.execute(
         unfinished.update()
         .where(_marker(stream, schema, revision), unfinished.c.partial)
-        .values(committed=unfinished.c.committed + "; " + what)
+        .values(committed=unfinished.c.committed + " and " + what)
     )
 
 

@@ -242,10 +242,6 @@ class Executor:
             if not schema_tx.begin(conn, self.stream, schema, lock="wait" if wait else "try"):
                 return None
             current = self._read(conn, schema)
-            if self.action.verb == "stamp":  # whoever stamps has settled partial revisions
-                records.clear_partial(conn, self.stream.name, schema)
-            else:
-                autocommit.refuse_partial(conn, self.stream, schema)
             if self.action.verb != "upgrade" or self.replayer is None:
                 return current, self._via_alembic(conn, schema)
             if current == target:
@@ -299,6 +295,11 @@ class Executor:
             connection=conn, **{SCHEMA_KEY: schema, PREPARED_KEY: True}
         )
         with ALEMBIC_LOCK:
+            # A partially applied revision is never replayed (its block needs Alembic).
+            if self.action.verb == "stamp":  # whoever stamps has settled partial revisions
+                records.clear_partial(conn, self.stream.name, schema)
+            else:
+                autocommit.refuse_partial(conn, self.stream, schema)
             self.action.run(cfg)
         after = self._read(conn, schema)
         records.sync_applied(conn, self.stream.script, self.stream.name, schema, after)
