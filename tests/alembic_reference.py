@@ -9,6 +9,7 @@ that and names the first part that differs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +139,10 @@ def _reparsed(conn: sa.Connection, schema: str, table: str, definition: str) -> 
     return str(text)
 
 
-def catalog(engine: sa.Engine, schema: str) -> dict[str, Any]:
-    """Everything one schema holds (its rows too), with its own name taken out."""
+def catalog(engine: sa.Engine, schema: str, volatile: Sequence[str] = ()) -> dict[str, Any]:
+    """Everything one schema holds (its rows too), with its own name taken out. Columns
+    named in ``volatile`` are left out of the rows (say, a ``now()`` default: it holds when
+    the migration ran)."""
     out: dict[str, Any] = {}
     with engine.connect() as autocommit:
         conn = autocommit.execution_options(isolation_level="READ COMMITTED")
@@ -169,17 +172,27 @@ def catalog(engine: sa.Engine, schema: str) -> dict[str, Any]:
             tables = [r[0] for r in out["relations"] if r[1] == "r"]
             for table in tables:
                 qualified = identifiers.qualified(schema, table)
-                data[table] = sorted(
-                    conn.scalars(
-                        sa.text(f"SELECT pg_catalog.row_to_json(t)::text FROM {qualified} t")
-                    )
+                rows_sql = (
+                    "SELECT (pg_catalog.to_jsonb(t) - CAST(:volatile AS text[]))::text"
+                    f" FROM {qualified} t"
                 )
+                found = conn.scalars(sa.text(rows_sql), {"volatile": list(volatile)})
+                data[table] = sorted(found)
             out["rows"] = data
     return out
 
 
-def assert_same_schema(engine: sa.Engine, schema: str, reference: str) -> None:
-    """``schema`` holds exactly what ``reference`` holds (structure and rows)."""
-    got, want = catalog(engine, schema), catalog(engine, reference)
+def assert_same_schema(
+    engine: sa.Engine,
+    schema: str,
+    reference: str,
+    *,
+    reference_engine: sa.Engine | None = None,
+    volatile: Sequence[str] = (),
+) -> None:
+    """``schema`` holds exactly what ``reference`` holds (structure and rows); the
+    reference may live in another database."""
+    got = catalog(engine, schema, volatile)
+    want = catalog(reference_engine or engine, reference, volatile)
     for part in want:
         assert got[part] == want[part], f"{part} of {schema!r} differ from {reference!r}"

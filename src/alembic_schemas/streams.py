@@ -25,14 +25,19 @@ SCRATCH_KEY = "alembic_schemas.scratch"
 PREPARED_KEY = "alembic_schemas.prepared"
 
 
+def on_sys_path(root: Path) -> None:
+    """Put the project's folder first on sys.path, as Alembic's ``prepend_sys_path = .``:
+    models and revisions import the application's modules from there."""
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+
+
 def resolve_attr(path: str, root: Path, what: str) -> Any:
     """Import ``module:attr.attr`` with ``root`` first on sys.path (Alembic's prepend_sys_path)."""
     module_name, sep, attrs = path.partition(":")
     if not sep or not module_name or not attrs:
         raise ConfigError(f"{what} {path!r} must look like 'package.module:attribute'")
-    root_s = str(root)
-    if root_s not in sys.path:
-        sys.path.insert(0, root_s)
+    on_sys_path(root)
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:
@@ -86,6 +91,7 @@ class Stream:
                 f"stream {self.name!r} has no script directory at {self.path} "
                 "(run 'alembic-schemas init')"
             )
+        on_sys_path(self.project.root)  # revisions may import helpers from the application
         return ScriptDirectory.from_config(self.alembic_config())
 
     @cached_property
@@ -99,6 +105,24 @@ class Stream:
             raise ConfigError(
                 f"metadata of stream {self.name!r} ({self.config.metadata}) is a "
                 f"{type(md).__name__}, not a sqlalchemy MetaData"
+            )
+        return md
+
+    @cached_property
+    def baseline_metadata(self) -> sa.MetaData:
+        """The models a new schema is built from at ``baseline``: ``baseline_metadata`` when
+        set (a frozen copy of the models as they were at that revision), else ``metadata``."""
+        if self.config.baseline_metadata is None:
+            return self.require_metadata()
+        md = resolve_attr(
+            self.config.baseline_metadata,
+            self.project.root,
+            f"baseline_metadata of stream {self.name!r}",
+        )
+        if not isinstance(md, sa.MetaData):
+            raise ConfigError(
+                f"baseline_metadata of stream {self.name!r} ({self.config.baseline_metadata})"
+                f" is a {type(md).__name__}, not a sqlalchemy MetaData"
             )
         return md
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from ..runtime import schema as schema_tx
@@ -46,6 +48,30 @@ def _name(obj: Any) -> str:
     return ".".join(parts)
 
 
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def _as_sql(value: Any) -> str:
+    """A server default, type or comment as SQL text, never a Python repr (a reflected
+    default is a ``DefaultClause`` around a ``TextClause``)."""
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, sa.types.TypeEngine):
+        return str(value.compile(dialect=_DIALECT))
+    arg = getattr(value, "arg", None)  # DefaultClause
+    if arg is None:
+        arg = getattr(value, "sqltext", None)  # Computed
+    if isinstance(arg, str):
+        return "'" + arg.replace("'", "''") + "'"
+    if isinstance(arg, sa.sql.ClauseElement):
+        return str(arg.compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True}))
+    if isinstance(value, sa.sql.ClauseElement):
+        return str(value.compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True}))
+    return type(value).__name__
+
+
 def describe(diff: Any) -> str:
     """One line for an Alembic diff tuple (or a list of column modifications)."""
     if isinstance(diff, list):
@@ -61,7 +87,11 @@ def describe(diff: Any) -> str:
         schema, table, column = diff[1], diff[2], diff[3]
         where = ".".join(p for p in (schema, table, column) if p)
         what = kind.removeprefix("modify_").replace("_", " ")
-        return f"modify {what} of {where}: {diff[-2]!r} -> {diff[-1]!r}"
+        if kind == "modify_nullable":
+            before, after = (("nullable" if v else "not null") for v in diff[-2:])
+        else:
+            before, after = (_as_sql(v) for v in diff[-2:])
+        return f"modify {what} of {where}: {before} -> {after}"
     if kind in ("add_fk", "remove_fk"):
         fk = diff[1]
         return f"{kind.replace('_', ' ')} {fk.name or ''} on {_name(fk.parent)}".replace("  ", " ")

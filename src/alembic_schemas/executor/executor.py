@@ -43,7 +43,7 @@ from ..errors import (
     mark_revision,
 )
 from ..results import SchemaResult
-from ..runtime import autocommit
+from ..runtime import autocommit, baseline
 from ..runtime import schema as schema_tx
 from ..streams import PREPARED_KEY, SCHEMA_KEY, Stream
 from .plan import Plan
@@ -241,19 +241,21 @@ class Executor:
         with database.transaction(conn):
             if not schema_tx.begin(conn, self.stream, schema, lock="wait" if wait else "try"):
                 return None
-            current = self._read(conn, schema)
+            found = current = self._read(conn, schema)
+            if self.action.verb == "upgrade" and not current:  # a new schema: from its baseline?
+                current = baseline.build_new(conn, self.stream, schema, self.action.revision)
             if self.action.verb != "upgrade" or self.replayer is None:
-                return current, self._via_alembic(conn, schema)
+                return found, self._via_alembic(conn, schema)
             if current == target:
-                return current, current
+                return found, current
             way = self.replayer.path(current, target) if self.replayer is not None else None
             steps, complete = way if way is not None else ([], False)
             if steps:
                 self._replay(conn, schema, current, steps)
             if complete:
-                return current, target
+                return found, target
             # Alembic runs in this transaction, under the lock already held.
-            return current, self._via_alembic(conn, schema)
+            return found, self._via_alembic(conn, schema)
 
     def _replay(self, conn: Connection, schema: str, current: Heads, steps: list[Step]) -> None:
         if not current:
