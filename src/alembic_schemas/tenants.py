@@ -114,7 +114,11 @@ def create(
                 raise
             return report[0]
         try:
-            sql = provision.get_snapshot(st, s.engine)
+            try:
+                sql = provision.get_snapshot(st, s.engine)
+            except MigrationFailed as exc:  # say which tenant it was for
+                exc.args = (f"{st.name}/{name}: {exc}",)
+                raise
             with s.connect() as conn:
                 with conn.begin():
                     provision.provision(st, conn, name, sql, timeouts=schema_tx.timeouts(project))

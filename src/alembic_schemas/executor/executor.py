@@ -33,7 +33,7 @@ from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
-from .. import database, records, versions
+from .. import database, extensions, records, versions
 from ..errors import (
     AlembicSchemasError,
     ConfigError,
@@ -230,6 +230,10 @@ class Executor:
         seconds = time.perf_counter() - started
         # An autocommit_block may have committed revisions: where it stopped is read.
         reached = database.read_after_failure(conn, lambda: self._read(conn, schema), before)
+        if self.stream.is_tenant:  # an extension another tenant took?
+            error = database.read_after_failure(
+                conn, lambda: extensions.hint(conn, self.stream, schema, error), error
+            )
         return SchemaResult(
             self.stream.name, schema, self.stream.is_tenant, before, reached, seconds, error
         )

@@ -224,8 +224,8 @@ def build_snapshot(stream: Stream, engine: Engine) -> str:
                 failed = [o for o in ex.run(ex.plan([schema])) if o.error]
                 if failed:
                     error = MigrationFailed(
-                        f"building the provisioning snapshot of stream {stream.name!r}:"
-                        f" {failed[0].stream}: {failed[0].error}"
+                        "building the provisioning snapshot failed in stream"
+                        f" {failed[0].stream!r}: {failed[0].error}"
                     )
                     error.statement = failed[0].statement  # type: ignore[attr-defined]
                     raise error
