@@ -258,8 +258,9 @@ def test_a_table_held_in_access_exclusive_fails_only_its_tenant_within_the_time_
     assert status == {n: ("failed" if n == held else "applied") for n in names}
     (failure,) = [r for r in summary["results"] if r["status"] == "failed"]
     assert f"lock timeout (200ms) after {retries} attempts" in failure["error"]
+    r2 = project.root / "migrations" / "tenant" / "versions" / "r2.py"
     assert _one_error_line(proc, 1) == (
-        f"tenant/{held}: lock timeout (200ms) after {retries} attempts:"
+        f"tenant/{held}: revision r2 ({r2}): lock timeout (200ms) after {retries} attempts:"
         " canceling statement due to lock timeout"
     )
     assert {n: project.version(n) for n in names} == {
