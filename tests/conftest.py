@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import textwrap
 import uuid
@@ -20,6 +21,9 @@ from sqlalchemy.engine import make_url
 from alembic_schemas import database, embedded
 
 TEST_URL_ENV = "ALEMBIC_SCHEMAS_TEST_URL"
+_INSTALLED = tuple(
+    {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+)
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +75,11 @@ def _isolate_imports() -> Iterator[None]:
     modules, path = set(sys.modules), list(sys.path)
     yield
     for name in set(sys.modules) - modules:
-        del sys.modules[name]
+        # Only the test's own modules: an installed library first imported during a test
+        # (sqlalchemy.orm, say) must not run its module code twice in one process.
+        file = getattr(sys.modules[name], "__file__", None) or ""
+        if not file.startswith(_INSTALLED):
+            del sys.modules[name]
     sys.path[:] = path
 
 

@@ -268,8 +268,11 @@ def test_tenant_revisions_create_and_drop_enum_types_and_sequences_without_schem
     project = alembic_schemas.load(pd.root)
     stream = Stream(project, project.stream("tenant"))
     script = stream.script.get_revision(revision_id(init))
-    assert script is not None and replay.is_replayable(script)
-    replayed = replay.render_upgrade(stream, script, postgresql.dialect())  # type: ignore[no-untyped-call]
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    assert script is not None and replay.is_replayable(stream, script, dialect)
+    statements = replay.render_upgrade(stream, script, dialect)
+    assert statements is not None
+    replayed = "\n".join(statements)
     assert 'CREATE SEQUENCE "invoice_number" START WITH 1000;' in replayed
     assert "CREATE TYPE account_role AS ENUM ('owner', 'member');" in replayed
     assert "nextval('invoice_number')" in replayed

@@ -523,8 +523,10 @@ def test_tenant_history_applies_to_each_tenant_and_nowhere_else(
     # v2 and r3 are replayed as SQL; r4 reads the database, so Alembic runs it online.
     stream = Stream(alembic_schemas.load(pd.root), alembic_schemas.load(pd.root).stream("tenant"))
     script = {name: stream.script.get_revision(r) for name, r in _revision_ids(files).items()}
-    assert replay.is_replayable(script["v2"]) and replay.is_replayable(script["r3"])
-    assert not replay.is_replayable(script["r4"])
+    dialect = sa.create_mock_engine("postgresql://", None).dialect
+    assert replay.is_replayable(stream, script["v2"], dialect)
+    assert replay.is_replayable(stream, script["r3"], dialect)
+    assert not replay.is_replayable(stream, script["r4"], dialect)
 
     # One tenant first: the other is untouched.
     v1_id, head = script["v1"].revision, "r4_online"
@@ -939,10 +941,11 @@ def test_replayed_tenant_matches_a_tenant_migrated_by_plain_alembic(
     project = alembic_schemas.load(pd.root)
     stream = Stream(project, project.stream("tenant"))
     replayer = replay.Replayer(stream, sa.create_mock_engine("postgresql://", None).dialect)
-    way = replayer.path((), ("r3_data",))
-    assert way is not None
-    steps, complete = way
-    assert complete and len(steps) == 3  # the executor replays the whole history
+    way = replayer.segments((), "heads")
+    # the executor replays the whole history, in one run of statements
+    assert len(way) == 1 and isinstance(way[0], replay.Replay)
+    applied = [rev for rev, _ in way[0].revisions]
+    assert len(applied) == 3 and applied[-1] == "r3_data"
     replayed, online = "Replayed A", "online b"
 
     report = alembic_schemas.upgrade(streams=["tenant"], tenants=[replayed], config=pd.root)

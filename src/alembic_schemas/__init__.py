@@ -6,11 +6,7 @@ lifecycle in :mod:`alembic_schemas.tenants`, the result types and the errors.
 
 from . import tenants
 from .command import (
-    CheckResult,
     InitResult,
-    SchemaResult,
-    SchemaState,
-    UpgradeReport,
     add_stream,
     alembic_config,
     check,
@@ -20,7 +16,6 @@ from .command import (
     history,
     init,
     last_failures,
-    load,
     merge,
     revision,
     show,
@@ -29,7 +24,7 @@ from .command import (
     upgrade,
     verify,
 )
-from .config import Project, load_project
+from .config import Project, load, load_project
 from .errors import (
     AlembicSchemasError,
     CheckFailed,
@@ -38,7 +33,7 @@ from .errors import (
     MigrationFailed,
     RevisionError,
 )
-from .results import EditedRevision
+from .results import CheckResult, EditedRevision, SchemaResult, SchemaState, UpgradeReport
 
 __all__ = [
     "AlembicSchemasError",

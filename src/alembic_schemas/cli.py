@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from alembic.script import Script
 
 from . import command, database, embedded, tenants
+from .config import load
 from .errors import (
     AlembicSchemasError,
     CheckFailed,
@@ -124,7 +125,7 @@ def _failed_line(r: SchemaResult) -> None:
         click.echo(textwrap.indent(f"failing statement:\n{r.statement}", "    "))
 
 
-def _report(results: Sequence[command.SchemaResult], as_json: bool) -> None:
+def _report(results: Sequence[SchemaResult], as_json: bool) -> None:
     if as_json:
         _print_json([r.as_dict() for r in results])
         return
@@ -323,6 +324,14 @@ def _upgrade_summary(report: UpgradeReport, as_json: bool) -> None:
 @tenant_opt
 @click.argument("revision")
 @click.option("--sql", is_flag=True, help="Print the SQL instead of running it.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Parallel workers (default: CPUs).")
+@click.option(
+    "--max-failures",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Failed schemas tolerated before no new schema starts.",
+)
 @json_opt
 @click.pass_context
 def downgrade(
@@ -331,14 +340,33 @@ def downgrade(
     tenants: tuple[str, ...],
     revision: str,
     sql: bool,
+    jobs: int | None,
+    max_failures: int,
     as_json: bool,
 ) -> None:
     """Downgrade a stream to REVISION (e.g. -1, base, or an id)."""
-    results = command.downgrade(
-        revision, streams=streams, tenants=tenants, sql=sql, config=_cfg(ctx)
-    )
+    progress = RunProgress(quiet=as_json)
+    try:
+        report = command.downgrade(
+            revision,
+            streams=streams,
+            tenants=tenants,
+            sql=sql,
+            jobs=jobs,
+            max_failures=max_failures,
+            on_plan=progress.plan,
+            on_result=progress.result,
+            config=_cfg(ctx),
+        )
+    except MigrationFailed as exc:
+        progress.close()
+        partial = getattr(exc, "report", None)
+        if partial is not None:
+            _upgrade_summary(partial, as_json)
+        raise
+    progress.close()
     if not sql:
-        _report(results, as_json)
+        _upgrade_summary(report, as_json)
 
 
 @cli.command()
@@ -391,7 +419,7 @@ def history(
     ctx: click.Context, streams: tuple[str, ...], rev_range: str | None, long: bool, as_json: bool
 ) -> None:
     """List a stream's revisions, newest first."""
-    project = command.load(_cfg(ctx))
+    project = load(_cfg(ctx))
     data: dict[str, Any] = {}
     for st in project.select(streams):
         scripts = command.history(st.name, rev_range=rev_range, config=project)
@@ -609,7 +637,7 @@ def embedded_group() -> None:
 @click.pass_context
 def embedded_stop(ctx: click.Context) -> None:
     """Stop the project's embedded PostgreSQL server."""
-    project = command.load(ctx.find_root().obj["config"])
+    project = load(ctx.find_root().obj["config"])
     stopped = embedded.stop(project.root)
     click.echo("stopped" if stopped else "not running")
 

@@ -96,8 +96,6 @@ def _each_schema(
     config: ConfigArg,
     streams: Sequence[str] | None,
     tenants: Sequence[str] | None,
-    *,
-    reverse: bool = False,
 ) -> list[SchemaResult]:
     """``action`` on every selected schema, one at a time; stops at the first failure."""
     project = load(config)
@@ -107,10 +105,7 @@ def _each_schema(
         selected = streams_of(project, streams)
         with s.connect() as conn:
             # Every stream's schemas first: an unknown tenant is refused before anything changes.
-            planned = [
-                (st, sources.targets(st, conn, tenants))
-                for st in (reversed(selected) if reverse else selected)
-            ]
+            planned = [(st, sources.targets(st, conn, tenants)) for st in selected]
         for stream, schemas in planned:
             ex = Executor(stream, s.engine, action)
             results += ex.run(ex.plan(schemas))
@@ -242,6 +237,63 @@ class _Run:
         self._write(self.recorder.flush)
 
 
+def _fleet(
+    action: Action,
+    project: Project,
+    selected: Sequence[Stream],
+    tenants: Sequence[str] | None,
+    *,
+    jobs: int | None,
+    max_failures: int,
+    retry_failed: bool = False,
+    shard: tuple[int, int] | None = None,
+    on_plan: Callable[[str, int, int], None] | None = None,
+    on_result: Callable[[SchemaResult], None] | None = None,
+) -> UpgradeReport:
+    """``action`` on every schema of ``selected`` (in that order) with ``jobs`` workers, the
+    run record written as results come; raises MigrationFailed when anything failed."""
+    workers = max(1, jobs or project.jobs or os.cpu_count() or 1)
+    started = time.perf_counter()
+    new = action.verb == "upgrade"  # upgrade creates the tenants it is given
+    with database.session(project, pool_size=workers + 2) as s:
+        run = _Run(s, on_result)
+        report = UpgradeReport(run.recorder.run_id)
+        try:
+            for stream in selected:
+                with s.connect() as conn:
+                    names = sources.targets(stream, conn, tenants, new=new)
+                    if retry_failed and stream.is_tenant:
+                        failed = set(records.last_run_failures(conn, stream.name))
+                        names = [n for n in names if n in failed]
+                if stream.is_tenant:
+                    names = select_shard(names, shard)
+                ex = Executor(
+                    stream,
+                    s.engine,
+                    action,
+                    jobs=workers,
+                    max_failures=max_failures - len(report.failed),
+                    on_result=run.done,
+                )
+                plan = ex.plan(names)
+                report.at_target[stream.name] = len(names) - len(plan.todo)
+                if on_plan is not None:
+                    on_plan(stream.name, len(names), len(plan.todo))
+                report.extend(ex.run(plan))
+                if len(report.failed) > max_failures:
+                    break
+        finally:
+            run.flush()
+    report.seconds = time.perf_counter() - started
+    note = f" (run record not written: {run.unrecorded[0]})" if run.unrecorded else ""
+    _raise_failures(report, note)
+    if run.unrecorded:
+        raise DatabaseError(
+            f"every migration succeeded, but the run record was not written: {run.unrecorded[0]}"
+        )
+    return report
+
+
 @_user_errors
 def upgrade(
     revision: str = "head",
@@ -279,47 +331,18 @@ def upgrade(
             output,
         )
         return UpgradeReport()
-    selected = streams_of(project, streams)  # an unknown stream is refused before connecting
-    workers = max(1, jobs or project.jobs or os.cpu_count() or 1)
-    shard_kn = parse_shard(shard) if isinstance(shard, str) else shard
-    started = time.perf_counter()
-    with database.session(project, pool_size=workers + 2) as s:
-        run = _Run(s, on_result)
-        report = UpgradeReport(run.recorder.run_id)
-        try:
-            for stream in selected:
-                with s.connect() as conn:
-                    names = sources.targets(stream, conn, tenants, new=True)  # creates them
-                    if retry_failed and stream.is_tenant:
-                        failed = set(records.last_run_failures(conn, stream.name))
-                        names = [n for n in names if n in failed]
-                if stream.is_tenant:
-                    names = select_shard(names, shard_kn)
-                ex = Executor(
-                    stream,
-                    s.engine,
-                    Action("upgrade", revision),
-                    jobs=workers,
-                    max_failures=max_failures - len(report.failed),
-                    on_result=run.done,
-                )
-                plan = ex.plan(names)
-                report.at_target[stream.name] = len(names) - len(plan.todo)
-                if on_plan is not None:
-                    on_plan(stream.name, len(names), len(plan.todo))
-                report.extend(ex.run(plan))
-                if len(report.failed) > max_failures:
-                    break
-        finally:
-            run.flush()
-    report.seconds = time.perf_counter() - started
-    note = f" (run record not written: {run.unrecorded[0]})" if run.unrecorded else ""
-    _raise_failures(report, note)
-    if run.unrecorded:
-        raise DatabaseError(
-            f"every migration succeeded, but the run record was not written: {run.unrecorded[0]}"
-        )
-    return report
+    return _fleet(
+        Action("upgrade", revision),
+        project,
+        streams_of(project, streams),  # an unknown stream is refused before connecting
+        tenants,
+        jobs=jobs,
+        max_failures=max_failures,
+        retry_failed=retry_failed,
+        shard=parse_shard(shard) if isinstance(shard, str) else shard,
+        on_plan=on_plan,
+        on_result=on_result,
+    )
 
 
 @_user_errors
@@ -330,22 +353,38 @@ def downgrade(
     tenants: Sequence[str] | None = None,
     sql: bool = False,
     output: IO[str] | None = None,
+    jobs: int | None = None,
+    max_failures: int = 0,
+    on_plan: Callable[[str, int, int], None] | None = None,
+    on_result: Callable[[SchemaResult], None] | None = None,
     config: ConfigArg = None,
-) -> list[SchemaResult]:
+) -> UpgradeReport:
     """Downgrade the named streams (dependents first) to ``revision`` (``-1``, ``base``, an
-    id). Returns one result per schema; raises MigrationFailed at the first failure."""
+    id), tenants on ``jobs`` parallel workers, with the same run record, progress callbacks
+    and report as :func:`upgrade`; raises MigrationFailed when anything failed."""
     if not streams:
         raise ConfigError("downgrade needs -s STREAM")
+    project = load(config)
+    sources.refuse_bad(tenants, project)
     if sql:
         offline.write(
-            load(config),
+            project,
             streams,
             tenants,
             lambda cfg: alembic_command.downgrade(cfg, revision, sql=True),
             output,
         )
-        return []
-    return _each_schema(Action("downgrade", revision), config, streams, tenants, reverse=True)
+        return UpgradeReport()
+    return _fleet(
+        Action("downgrade", revision),
+        project,
+        list(reversed(streams_of(project, streams))),
+        tenants,
+        jobs=jobs,
+        max_failures=max_failures,
+        on_plan=on_plan,
+        on_result=on_result,
+    )
 
 
 @_user_errors
@@ -536,31 +575,3 @@ def alembic_config(stream: str, *, schema: str | None = None, config: ConfigArg 
         identifiers.validate(schema)
         return st.alembic_config(**{SCHEMA_KEY: schema})
     return st.alembic_config()
-
-
-__all__ = [
-    "CheckResult",
-    "InitResult",
-    "Project",
-    "SchemaResult",
-    "SchemaState",
-    "UpgradeReport",
-    "add_stream",
-    "alembic_config",
-    "check",
-    "current",
-    "downgrade",
-    "heads",
-    "history",
-    "init",
-    "last_failures",
-    "load",
-    "merge",
-    "parse_shard",
-    "revision",
-    "show",
-    "stamp",
-    "status",
-    "upgrade",
-    "verify",
-]

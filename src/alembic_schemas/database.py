@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -94,8 +95,12 @@ def describe(exc: BaseException, *, revision: bool = True) -> ErrorText:
     text = str(orig).strip().splitlines()
     first = text[0] if text else type(orig).__name__
     # psycopg prefixes connect errors with these; the rest already says what failed.
-    for prefix in ("connection failed: ", "connection is bad: "):
+    for prefix in ("connection failed: ", "connection is bad: ", "consuming input failed: "):
         first = first.removeprefix(prefix)
+    if getattr(orig, "sqlstate", None) is None and len(text) > 1:
+        # libpq's own explanation of a lost connection follows on indented lines
+        more = " ".join(line.strip() for line in text[1:] if line.strip())
+        first = f"{first} ({more})" if more else first
     parts = [first.strip()]
     diag = getattr(orig, "diag", None)
     for label, value in (
@@ -238,3 +243,43 @@ def set_local(
         run_sql(conn, "SET LOCAL search_path TO " + identifiers.search_path(*search_path))
     if settings:
         conn.execute(sa.select(*(sa.func.set_config(k, v, True) for k, v in settings.items())))
+
+
+Statement = tuple[str, Sequence[Any] | None]
+"""SQL text and its parameters; None: sent as written (a ``%`` is text). Rendered SQL, in
+which SQLAlchemy's pyformat dialect doubled every ``%``, is sent with ``()`` to undo that."""
+
+
+def send(conn: Connection, statements: Sequence[Statement]) -> list[tuple[Any, ...]]:
+    """Send ``statements`` one per query, pipelined: one network wait for all of them (a
+    distributed PostgreSQL such as Citus refuses several statements in one query string).
+    Returns the rows of the last statement. Runs in the connection's current transaction;
+    errors come as SQLAlchemy's DBAPIError, as from ``conn.execute``."""
+    if not statements:
+        return []
+    raw: Any = conn.connection.driver_connection
+    error: psycopg.Error | None = None
+    cursors: list[Any] = []
+    try:
+        with raw.pipeline():
+            # An error raised inside the block would make psycopg log one of its own when
+            # the pipeline ends: keep the first and let the pipeline end quietly.
+            try:
+                for sql, params in statements:
+                    cursors.append(raw.cursor())  # one each: its result says if it ran
+                    cursors[-1].execute(sql, params, prepare=False)
+            except psycopg.Error as exc:
+                error = exc
+    except psycopg.Error as exc:
+        error = error or exc
+    if error is None:
+        last = cursors[-1]
+        return list(last.fetchall()) if last.description is not None else []
+    if raw.broken or raw.closed:
+        conn.invalidate(error)
+    # The statement that failed is the first without a result (those after it were not run).
+    failed = next((i for i, c in enumerate(cursors) if c.pgresult is None), len(cursors) - 1)
+    sql, params = statements[max(failed, 0)]
+    raised = sa.exc.DBAPIError.instance(sql, params, error, psycopg.Error, dialect=conn.dialect)
+    raised.statement_index = failed  # type: ignore[attr-defined]
+    raise raised

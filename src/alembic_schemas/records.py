@@ -270,6 +270,20 @@ def record_applied(
     )
 
 
+def applied_upsert(
+    stream: str, schema: str, revisions: Sequence[tuple[str, str]]
+) -> tuple[str, list[str]]:
+    """:func:`record_applied` as SQL text and parameters, to send in a pipeline."""
+    values = ", ".join(["(%s, %s, %s, %s)"] * len(revisions))
+    params = [v for rev, checksum in revisions for v in (stream, schema, rev, checksum)]
+    sql = (
+        f"INSERT INTO {SCHEMA}.applied (stream, schema_name, revision, checksum) VALUES {values}"
+        " ON CONFLICT (stream, schema_name, revision)"
+        " DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()"
+    )
+    return sql, params
+
+
 def sync_applied(
     conn: Connection,
     script: ScriptDirectory,

@@ -25,9 +25,9 @@ SCRATCH_KEY = "alembic_schemas.scratch"
 PREPARED_KEY = "alembic_schemas.prepared"
 
 
-def on_sys_path(root: Path) -> None:
-    """Put the project's folder first on sys.path, as Alembic's ``prepend_sys_path = .``:
-    models and revisions import the application's modules from there."""
+def prepend_sys_path(root: Path) -> None:
+    """The project's folder first on ``sys.path``, as Alembic's ``prepend_sys_path = .``:
+    models and the app helpers revisions import are found from there."""
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
 
@@ -37,7 +37,7 @@ def resolve_attr(path: str, root: Path, what: str) -> Any:
     module_name, sep, attrs = path.partition(":")
     if not sep or not module_name or not attrs:
         raise ConfigError(f"{what} {path!r} must look like 'package.module:attribute'")
-    on_sys_path(root)
+    prepend_sys_path(root)
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:
@@ -91,7 +91,7 @@ class Stream:
                 f"stream {self.name!r} has no script directory at {self.path} "
                 "(run 'alembic-schemas init')"
             )
-        on_sys_path(self.project.root)  # revisions may import helpers from the application
+        prepend_sys_path(self.project.root)  # revisions may import the app's helpers
         return ScriptDirectory.from_config(self.alembic_config())
 
     @cached_property

@@ -27,6 +27,19 @@ def version_table(name: str) -> sa.Table:
     )
 
 
+def create_table_sql(table: str, schema: str) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` of the version table in ``schema``, as Alembic makes it."""
+    pk = identifiers.quote_object(f"{table}_pkc")
+    return (
+        f"CREATE TABLE IF NOT EXISTS {identifiers.qualified(schema, table)} "
+        f"(version_num VARCHAR(32) NOT NULL, CONSTRAINT {pk} PRIMARY KEY (version_num))"
+    )
+
+
+def select_sql(table: str, schema: str) -> str:
+    return f"SELECT version_num FROM {identifiers.qualified(schema, table)}"
+
+
 def current_heads(conn: Connection, table: str, schema: str) -> Heads:
     """The revisions recorded in ``schema``'s version table, sorted (empty: at base)."""
     mc = MigrationContext.configure(

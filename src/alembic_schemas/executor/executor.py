@@ -2,16 +2,19 @@
 
 * Plan: every schema's current revision is read in a few bulk queries; tenants already at
   the target of an upgrade are skipped without opening a transaction.
-* One transaction per schema holds its revisions and version row, set up by
+* One transaction per schema holds its revisions and version rows, set up by
   :func:`alembic_schemas.runtime.schema.begin`: timeouts, the (stream, schema) advisory lock,
-  the schema, the pinned search_path. The version is read again under the lock, so a
+  the schema, the pinned search_path, and the version read again under the lock, so a
   concurrent run cannot also report the schema applied.
-* Replay: a tenant's upgrade replays the revisions rendered once as SQL (see :mod:`.replay`);
-  Alembic runs the rest in the same transaction, one schema at a time per process (its
-  ``op``/``context`` are module globals).
-* Workers: ``jobs`` threads, each with its own connection; psycopg releases the GIL while
-  PostgreSQL works. A tenant held by a concurrent run is put aside and retried at the end
-  with a waiting lock (named schemas always wait).
+* Replay: a tenant's upgrade replays the revisions rendered once as SQL (see :mod:`.replay`),
+  pipelined, one statement per query; Alembic runs the revisions that need a connection, in
+  the same transaction, and the ones after are replayed again. Everything is rendered before
+  any transaction opens: no transaction waits on this process.
+* Workers: ``jobs`` threads, each with its own connection, when Alembic has nothing to run;
+  ``jobs`` worker processes when it does (Alembic's ``op`` and ``context`` are module
+  globals: a process of its own gives each worker its own), see :mod:`.workers`. A tenant
+  held by a concurrent run is put aside and retried at the end with a waiting lock (named
+  schemas always wait).
 * Lock timeouts are retried with back-off; every outcome is handed to ``on_result``.
 """
 
@@ -27,13 +30,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
 from .. import database, extensions, records, versions
+from ..config import Project
 from ..errors import (
     AlembicSchemasError,
     ConfigError,
@@ -43,11 +45,12 @@ from ..errors import (
     mark_revision,
 )
 from ..results import SchemaResult
-from ..runtime import autocommit, baseline
+from ..runtime import autocommit, baseline, compat
 from ..runtime import schema as schema_tx
 from ..streams import PREPARED_KEY, SCHEMA_KEY, Stream
+from . import workers
 from .plan import Plan
-from .replay import ALEMBIC_LOCK, Replayer, Step
+from .replay import ALEMBIC_LOCK, Online, Replay, Replayer, Segment
 
 log = logging.getLogger("alembic_schemas")
 
@@ -62,14 +65,6 @@ class Action:
     revision: str = "heads"
     purge: bool = False
 
-    def run(self, cfg: Config) -> None:
-        if self.verb == "upgrade":
-            command.upgrade(cfg, self.revision)
-        elif self.verb == "downgrade":
-            command.downgrade(cfg, self.revision)
-        else:
-            command.stamp(cfg, self.revision, purge=self.purge)
-
 
 def ensure_records(engine: Engine) -> None:
     """The run record's tables, before a run writes to them; one line when refused."""
@@ -82,6 +77,11 @@ def ensure_records(engine: Engine) -> None:
             f"cannot create the run record (schema {records.SCHEMA}), nothing was migrated: "
             f"{database.describe(exc)}"
         ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 class Executor:
@@ -104,41 +104,88 @@ class Executor:
         self.jobs = max(1, jobs)
         self.max_failures = max_failures
         self.on_result = on_result
-        self.replayer = Replayer(stream, engine.dialect) if stream.is_tenant else None
-        self._vt = versions.version_table(stream.version_table)
+        self.replayer = (
+            Replayer(stream, engine.dialect)
+            if stream.is_tenant and action.verb == "upgrade"
+            else None
+        )
         self._failures = 0
         self._stop = threading.Event()
-        self._count_lock = threading.Lock()
 
-    @property
-    def where(self) -> Callable[[str], str]:
-        return lambda schema: (
-            f"{self.stream.name}/{schema}" if self.stream.is_tenant else self.stream.name
-        )
+    def where(self, schema: str) -> str:
+        return f"{self.stream.name}/{schema}" if self.stream.is_tenant else self.stream.name
+
+    def stop(self) -> None:
+        """Start no new schema; those in flight finish (or roll back)."""
+        self._stop.set()
 
     def plan(self, schemas: Sequence[str]) -> Plan:
         """Where each schema stands. Tenants already at an upgrade's target are left out;
         a named schema is always visited (its result is reported, applied or not)."""
-        replayed = self.replayer is not None and self.action.verb == "upgrade"
-        target = versions.resolve(self.stream.script, self.action.revision) if replayed else ()
+        target = versions.resolve(self.stream.script, self.action.revision) if self.replayer else ()
         with database.connect(self.engine) as conn:
             current = versions.read_versions(conn, schemas, self.stream.version_table, bulk=True)
             conn.rollback()
-        todo = [s for s in schemas if not (replayed and current[s] == target)]
+        todo = [s for s in schemas if not (self.replayer and current[s] == target)]
         return Plan(target, current, todo)
+
+    def segments(self, plan: Plan) -> dict[Heads, list[Segment]]:
+        """Every way the plan takes, rendered before any transaction opens."""
+        if self.replayer is None:
+            return {}
+        try:
+            return {
+                current: self.replayer.segments(current, self.action.revision)
+                for current in {plan.current[s] for s in plan.todo}
+            }
+        except (CommandError, AlembicRevisionError) as exc:
+            raise RevisionError(f"{self.stream.name}: {_first_line(exc)}") from exc
+
+    def needs_alembic(self, plan: Plan) -> bool:
+        ways = self.segments(plan)
+        if self.replayer is None:
+            return bool(plan.todo)
+        return any(isinstance(seg, Online) for way in ways.values() for seg in way)
 
     # --- running -------------------------------------------------------------------------
 
     def run(self, plan: Plan) -> list[SchemaResult]:
         """Apply the action to ``plan.todo``; one outcome per schema attempted."""
-        if plan.todo:
-            ensure_records(self.engine)  # applied-revision rows are written per schema
+        if not plan.todo:
+            return []
+        ensure_records(self.engine)  # applied-revision rows are written per schema
+        if self.jobs > 1 and len(plan.todo) > 1 and self.needs_alembic(plan):
+            return self._run_in_processes(plan)
+        self.segments(plan)
+        return self._run_in_threads(plan)
+
+    def _run_in_processes(self, plan: Plan) -> list[SchemaResult]:
+        """``jobs`` worker processes, each with its own Alembic globals, Executor and
+        connection, migrate tenants the parent hands out; outcomes come back here."""
+        recipe = _Recipe(
+            self.project,
+            self.stream.name,
+            self.engine.url.render_as_string(hide_password=False),
+            self.action,
+            plan,
+        )
+        return workers.run(
+            plan.todo,
+            jobs=self.jobs,
+            initializer=_start_worker,
+            initargs=(recipe,),
+            task=_attempt_in_worker,
+            on_outcome=self.record,
+            stopped=self._stop.is_set,
+        )
+
+    def _run_in_threads(self, plan: Plan) -> list[SchemaResult]:
         work: queue.Queue[str] = queue.Queue()
         for schema in plan.todo:
             work.put(schema)
         deferred: list[str] = []
         outcomes: list[SchemaResult] = []
-        out_lock = threading.Lock()
+        lock = threading.Lock()
 
         def drain(wait: bool) -> None:
             with database.connect(self.engine) as conn:
@@ -147,24 +194,30 @@ class Executor:
                         schema = work.get_nowait()
                     except queue.Empty:
                         return
-                    outcome = self._attempt(conn, schema, plan, wait=wait)
+                    outcome = self.attempt(conn, schema, plan, wait=wait)
                     if outcome is None:  # another run holds this schema: come back later
-                        with out_lock:
+                        with lock:
                             deferred.append(schema)
                         continue
-                    self._record(outcome, outcomes, out_lock)
+                    with lock:
+                        outcomes.append(outcome)
+                    self.record(outcome)
 
+        jobs = min(self.jobs, len(plan.todo))
         # Named schemas wait for a concurrent run at once; tenants are tried first.
-        self._parallel(lambda: drain(wait=not self.stream.is_tenant))
+        self._parallel(jobs, lambda: drain(wait=not self.stream.is_tenant))
         if deferred and not self._stop.is_set():
             for schema in deferred:
                 work.put(schema)
-            self._parallel(lambda: drain(wait=True))  # waiting never defers again
+            self._parallel(min(jobs, len(deferred)), lambda: drain(wait=True))
         return outcomes
 
-    def _parallel(self, fn: Callable[[], None]) -> None:
-        with ThreadPoolExecutor(self.jobs, thread_name_prefix="alembic-schemas") as pool:
-            futures = [pool.submit(fn) for _ in range(self.jobs)]
+    def _parallel(self, jobs: int, fn: Callable[[], None]) -> None:
+        if jobs == 1:
+            fn()
+            return
+        with ThreadPoolExecutor(jobs, thread_name_prefix="alembic-schemas") as pool:
+            futures = [pool.submit(fn) for _ in range(jobs)]
             try:
                 for future in futures:
                     future.result()
@@ -172,19 +225,20 @@ class Executor:
                 self._stop.set()  # e.g. an unknown revision: no new schema starts
                 raise
 
-    def _record(
-        self, outcome: SchemaResult, outcomes: list[SchemaResult], lock: threading.Lock
-    ) -> None:
-        with lock:
-            outcomes.append(outcome)
-            if outcome.error:
-                self._failures += 1
-                if self._failures > self.max_failures:
-                    self._stop.set()
+    def record(self, outcome: SchemaResult) -> None:
+        """Count a failure (stopping past ``max_failures``) and report the outcome."""
+        if outcome.error:
+            self._failures += 1
+            if self._failures > self.max_failures:
+                self._stop.set()
         if self.on_result is not None:
             self.on_result(outcome)
 
-    def _attempt(
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def attempt(
         self, conn: Connection, schema: str, plan: Plan, *, wait: bool
     ) -> SchemaResult | None:
         """One schema, with lock-timeout retries. None: skipped, another run holds it."""
@@ -195,7 +249,7 @@ class Executor:
                 conn,
                 self.project.lock_retries,
                 self.project.lock_timeout,
-                lambda: self._migrate(conn, schema, plan.target, wait=wait),
+                lambda: self._migrate(conn, schema, plan, wait=wait),
             )
         except (CommandError, AlembicRevisionError) as exc:
             # The same REVISION goes to every stream: say which one it failed in.
@@ -212,14 +266,8 @@ class Executor:
         if result is None:
             return None
         found, after = result
-        return SchemaResult(
-            self.stream.name,
-            schema,
-            self.stream.is_tenant,
-            found,
-            after,
-            time.perf_counter() - started,
-        )
+        seconds = time.perf_counter() - started
+        return SchemaResult(self.stream.name, schema, self.stream.is_tenant, found, after, seconds)
 
     def _read(self, conn: Connection, schema: str) -> Heads:
         return versions.read_versions(conn, [schema], self.stream.version_table)[schema]
@@ -239,79 +287,109 @@ class Executor:
         )
 
     def _migrate(
-        self, conn: Connection, schema: str, target: Heads, *, wait: bool
+        self, conn: Connection, schema: str, plan: Plan, *, wait: bool
     ) -> tuple[Heads, Heads] | None:
         """One transaction: set-up and lock, read the version under the lock, apply."""
         with database.transaction(conn):
-            if not schema_tx.begin(conn, self.stream, schema, lock="wait" if wait else "try"):
+            lock: schema_tx.Lock = "wait" if wait else "try"
+            current = schema_tx.begin(conn, self.stream, schema, lock=lock, read=True)
+            if current is None:
                 return None
-            found = current = self._read(conn, schema)
+            found = current
             if self.action.verb == "upgrade" and not current:  # a new schema: from its baseline?
                 current = baseline.build_new(conn, self.stream, schema, self.action.revision)
-            if self.action.verb != "upgrade" or self.replayer is None:
-                return found, self._via_alembic(conn, schema)
-            if current == target:
+            if self.replayer is None:  # named streams, downgrade, stamp: Alembic
+                return found, self._via_alembic(conn, schema, self.action)
+            if current == plan.target:
                 return found, current
-            way = self.replayer.path(current, target) if self.replayer is not None else None
-            steps, complete = way if way is not None else ([], False)
-            if steps:
-                self._replay(conn, schema, current, steps)
-            if complete:
-                return found, target
-            # Alembic runs in this transaction, under the lock already held.
-            return found, self._via_alembic(conn, schema)
+            ran_alembic = False
+            for segment in self.replayer.segments(current, self.action.revision):
+                if isinstance(segment, Replay):
+                    self._replay(conn, schema, segment)
+                else:
+                    self._via_alembic(conn, schema, Action("upgrade", segment.revision))
+                    ran_alembic = True
+            if not ran_alembic:
+                return found, plan.target
+            after = self._read(conn, schema)
+            records.sync_applied(conn, self.stream.script, self.stream.name, schema, after)
+            return found, after
 
-    def _replay(self, conn: Connection, schema: str, current: Heads, steps: list[Step]) -> None:
-        if not current:
-            # a tenant downgraded to base keeps its (empty) version table
-            conn.execute(sa.schema.CreateTable(self._vt, if_not_exists=True))
-        for step in steps:
-            if step.sql is not None and step.sql.strip():
-                # Rendered with the engine's pyformat dialect, so a literal % is doubled;
-                # passing (empty) parameters lets the driver undo that.
-                try:
-                    conn.exec_driver_sql(step.sql)
-                except sa.exc.DBAPIError as exc:  # no frame of the revision's file: say it
-                    mark_revision(exc, step.revision, self._path(step.revision))
-                    raise
-        reached = steps[-1].revision
-        if current:
-            conn.execute(
-                self._vt.update()
-                .where(self._vt.c.version_num == current[0])
-                .values(version_num=reached)
-            )
-        else:
-            conn.execute(self._vt.insert().values(version_num=reached))
-        records.record_applied(
-            conn,
-            self.stream.name,
-            schema,
-            [(st.revision, st.checksum) for st in steps if st.checksum is not None],
-        )
+    def _replay(self, conn: Connection, schema: str, segment: Replay) -> None:
+        statements: list[database.Statement] = [(sql, ()) for sql in segment.statements]
+        applied = [(rev, checksum) for rev, checksum in segment.revisions if checksum]
+        if applied:
+            statements.append(records.applied_upsert(self.stream.name, schema, applied))
+        try:
+            database.send(conn, statements)
+        except sa.exc.DBAPIError as exc:  # no frame of the revision's file: say which it was
+            index = getattr(exc, "statement_index", None)
+            if index is not None and index < len(segment.owners):
+                mark_revision(exc, segment.owners[index], self._path(segment.owners[index]))
+            raise
 
     def _path(self, revision: str) -> str | None:
         script = self.stream.script.get_revision(revision)
         return None if script is None else script.path
 
-    def _via_alembic(self, conn: Connection, schema: str) -> Heads:
-        """Alembic runs the action inside the schema's transaction, already set up; the
-        applied-revision rows then match the version rows, in the same transaction."""
+    def _via_alembic(self, conn: Connection, schema: str, action: Action) -> Heads:
+        """Alembic runs ``action`` inside the schema's transaction, already set up. For the
+        whole action (not one segment of a replayed way) the applied-revision rows are then
+        made to match the version rows, in the same transaction."""
         cfg = self.stream.alembic_config(
             connection=conn, **{SCHEMA_KEY: schema, PREPARED_KEY: True}
         )
         with ALEMBIC_LOCK:
             # A partially applied revision is never replayed (its block needs Alembic).
-            if self.action.verb == "stamp":  # whoever stamps has settled partial revisions
+            if action.verb == "stamp":  # whoever stamps has settled partial revisions
                 records.clear_partial(conn, self.stream.name, schema)
             else:
                 autocommit.refuse_partial(conn, self.stream, schema)
-            self.action.run(cfg)
+            compat.run_alembic(
+                cfg, self.stream.script, action.verb, action.revision, purge=action.purge
+            )
+        if action is not self.action:
+            return ()
         after = self._read(conn, schema)
         records.sync_applied(conn, self.stream.script, self.stream.name, schema, after)
         return after
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+@dataclass(frozen=True)
+class _Recipe:
+    """What a worker process needs to build its own Executor (all of it picklable)."""
+
+    project: Project
+    stream: str
+    url: str
+    action: Action
+    plan: Plan
+
+
+@dataclass
+class _Worker:
+    executor: Executor
+    conn: Connection
+    plan: Plan
+
+
+_worker: _Worker | None = None  # set in a worker process only, by _start_worker
+
+
+def _start_worker(recipe: _Recipe) -> None:
+    """In a new worker process: its own engine, connection and Executor; the tenants the
+    parent hands out are rendered here again, before any transaction opens."""
+    global _worker
+    workers.ignore_interrupts()  # Ctrl-C is the parent's: in-flight tenants finish
+    project = recipe.project
+    stream = Stream(project, project.stream(recipe.stream))
+    engine = database.create_engine(recipe.url, poolclass=sa.pool.NullPool)
+    executor = Executor(stream, engine, recipe.action)
+    executor.segments(recipe.plan)
+    conn = engine.connect()
+    _worker = _Worker(executor, conn, recipe.plan)
+
+
+def _attempt_in_worker(schema: str, wait: bool) -> SchemaResult | None:
+    assert _worker is not None, "not a worker process"
+    return _worker.executor.attempt(_worker.conn, schema, _worker.plan, wait=wait)

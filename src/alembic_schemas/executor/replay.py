@@ -1,78 +1,83 @@
-"""Rendering a revision's ``upgrade()`` to SQL once, to replay it in every tenant.
+"""Rendering revisions to SQL once, to replay them in every tenant.
 
-A revision is replayed when it does not need a live connection: it is rendered in Alembic's
-offline mode, with no schema names, and the SQL is run in each tenant with ``search_path``
-pinned there. Revisions that read the database (``op.get_bind()``, ``batch_alter_table``,
-``autocommit_block``, ...) or set ``alembic_schemas_replay = False`` run through Alembic.
+A revision is replayed when it does not need a live connection. That is decided by what it
+does when rendered in Alembic's offline mode: a revision that touches the connection (``op.
+get_bind()``, ``op.get_context().connection``, inspection, ``run_async``), enters an
+``autocommit_block``, fails offline (a batch recreate that reflects, ``alembic.context`` use)
+or writes a tab (offline output turns tabs into spaces) runs through Alembic instead. A module
+flag ``alembic_schemas_replay = True/False`` overrides the decision.
+
+For a tenant's way from its current revision to the target, Alembic's own ordered steps are
+split into segments: runs of replayable revisions (their SQL and the version-row statements
+Alembic would write, rendered once for every tenant at that revision) and single revisions
+that Alembic runs, all in the tenant's one transaction.
 """
 
 from __future__ import annotations
 
-import io
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
 
-from .. import identifiers, records
+from .. import identifiers, records, sqlscript
 from ..runtime import compat
 from ..streams import Stream
-from . import plan
 
-# Source markers of revisions that need a live connection, so cannot be replayed as SQL.
-ONLINE_MARKERS = (
-    "get_bind",
-    "get_context",
-    "batch_alter_table",
-    "autocommit_block",
-    "inspect(",
-    "run_async",
-    "migration_context",
-)
 # alembic.op / alembic.context are module globals: one Alembic run at a time per process.
 ALEMBIC_LOCK = threading.Lock()
 
+Heads = tuple[str, ...]
 
-@dataclass
-class Step:
-    """One revision on a linear path: its id, its parent and (when replayable) its SQL."""
+
+class _NeedsConnection(Exception):
+    """The revision used the database while being rendered: it runs through Alembic."""
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Statements to send as they are, one per query; and the revisions they apply."""
+
+    statements: tuple[str, ...]
+    revisions: tuple[tuple[str, str | None], ...]  # (revision, checksum of its file)
+    owners: tuple[str, ...] = ()  # the revision each statement belongs to (error messages)
+
+
+@dataclass(frozen=True)
+class Online:
+    """A revision Alembic runs (``upgrade`` to it) in the tenant's transaction."""
 
     revision: str
-    down: str | None
-    sql: str | None
-    merge: bool = False
-    checksum: str | None = None  # of the revision file, recorded in alembic_schemas.applied
 
 
-def is_replayable(script: Script) -> bool:
-    module = script.module
-    flag = getattr(module, "alembic_schemas_replay", None)
-    if flag is not None:
-        return bool(flag)
-    try:
-        with open(script.path, encoding="utf-8") as f:
-            source = f.read()
-    except OSError:
-        return False
-    return not any(marker in source for marker in ONLINE_MARKERS)
+Segment = Replay | Online
 
 
-class _HasTab(Exception):
-    pass
+class _Capture:
+    """An output buffer that keeps each statement Alembic writes offline."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def write(self, text: str) -> None:
+        # One write per statement; a string op.execute() may hold several.
+        self.statements += [s.strip() for s in sqlscript.split_script(text) if s.strip()]
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> list[str]:
+        out, self.statements = self.statements, []
+        return out
 
 
-def render_upgrade(stream: Stream, script: Script, dialect: sa.engine.Dialect) -> str | None:
-    """The SQL of one revision's ``upgrade()``, with no schema names (offline mode); None
-    when a statement holds a tab, which Alembic's offline output turns into four spaces (a
-    literal 'a\tb' would be replayed as 'a    b'): Alembic then runs that revision."""
-    buf = io.StringIO()
+def _offline_context(stream: Stream, dialect: sa.engine.Dialect, out: _Capture) -> MigrationContext:
     opts: dict[str, Any] = {
         "as_sql": True,
-        "output_buffer": buf,
+        "output_buffer": out,
         "literal_binds": True,
         "transactional_ddl": False,
         "version_table": identifiers.sa_object(stream.version_table),
@@ -81,7 +86,22 @@ def render_upgrade(stream: Stream, script: Script, dialect: sa.engine.Dialect) -
         # Ops name unnamed constraints by target_metadata's naming convention, as they do
         # online (autogenerate.context_options); without it replayed tenants got other names.
         opts["target_metadata"] = stream.metadata
-    mc = MigrationContext.configure(dialect=dialect, opts=opts)
+    return MigrationContext.configure(dialect=dialect, opts=opts)
+
+
+def render_upgrade(stream: Stream, script: Script, dialect: sa.engine.Dialect) -> list[str] | None:
+    """The statements of one revision's ``upgrade()`` with no schema names (offline mode);
+    None when it needs a live connection (see the module's doc)."""
+    flag = getattr(script.module, "alembic_schemas_replay", None)
+    if flag is False:
+        return None
+    out = _Capture()
+    mc = _offline_context(stream, dialect, out)
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise _NeedsConnection
+
+    compat.replace_autocommit_block(mc, refuse)
 
     def refuse_tabs(construct: Any) -> None:
         statement = sa.text(construct) if isinstance(construct, str) else construct
@@ -89,59 +109,69 @@ def render_upgrade(stream: Stream, script: Script, dialect: sa.engine.Dialect) -
         # SQLAlchemy indents DDL with a tab after each newline: only other tabs count.
         text = str(statement.compile(dialect=dialect, compile_kwargs=kw)).replace("\n\t", "\n")
         if "\t" in text:
-            raise _HasTab
+            raise _NeedsConnection
 
     compat.wrap_exec(mc, refuse_tabs)
     try:
-        with ALEMBIC_LOCK, Operations.context(mc):
+        uses = {"get_bind": refuse, "get_context": refuse, "run_async": refuse}
+        with ALEMBIC_LOCK, compat.operations(mc, **uses):
             script.module.upgrade()
-    except _HasTab:
+    except Exception:
+        if flag is True:
+            raise  # forced replay of a revision that cannot be rendered: say why
         return None
-    return buf.getvalue()
+    return out.take()
+
+
+def is_replayable(stream: Stream, script: Script, dialect: sa.engine.Dialect) -> bool:
+    return render_upgrade(stream, script, dialect) is not None
 
 
 class Replayer:
-    """Renders each revision of a stream at most once, and finds replayable paths."""
+    """Renders each revision of a stream at most once, and splits ways into segments."""
 
     def __init__(self, stream: Stream, dialect: sa.engine.Dialect) -> None:
         self.stream = stream
         self.dialect = dialect
-        self._steps: dict[str, Step] = {}
+        self._sql: dict[str, list[str] | None] = {}
+        self._ways: dict[tuple[Heads, str], list[Segment]] = {}
         self._lock = threading.Lock()
 
-    def step(self, revision: str) -> Step:
+    def statements(self, script: Script) -> list[str] | None:
+        if script.revision not in self._sql:
+            self._sql[script.revision] = render_upgrade(self.stream, script, self.dialect)
+        return self._sql[script.revision]
+
+    def segments(self, current: Heads, destination: str) -> list[Segment]:
+        """The way from ``current`` to ``destination`` as Alembic would walk it."""
         with self._lock:
-            if revision not in self._steps:
-                sc = self.stream.script.get_revision(revision)
-                assert sc is not None
-                down = sc.down_revision
-                if not (down is None or isinstance(down, str)):
-                    self._steps[revision] = Step(revision, None, None, merge=True)
-                else:
-                    replay = is_replayable(sc)
-                    sql = render_upgrade(self.stream, sc, self.dialect) if replay else None
-                    checksum = records.file_checksum(sc.path)
-                    self._steps[revision] = Step(revision, down, sql, checksum=checksum)
-            return self._steps[revision]
+            key = (current, destination)
+            if key not in self._ways:
+                self._ways[key] = self._split(current, destination)
+            return self._ways[key]
 
-    def _parent(self, revision: str) -> str | tuple[str, ...] | None:
-        step = self.step(revision)
-        return ("merge",) if step.merge else step.down
-
-    def path(self, current: plan.Heads, target: plan.Heads) -> tuple[list[Step], bool] | None:
-        """The replayable steps from ``current`` towards ``target``, and whether they reach it.
-
-        None when the way is not a single linear chain (branches, merges, downgrades): then
-        Alembic does all of it. Otherwise the leading replayable revisions are replayed and
-        Alembic takes over, in the same transaction, from the first that needs a connection.
-        """
-        chain = plan.linear_path(current, target, self._parent)
-        if chain is None:
-            return None
-        prefix: list[Step] = []
-        for revision in chain:
-            step = self.step(revision)
-            if step.sql is None:
-                break
-            prefix.append(step)
-        return prefix, len(prefix) == len(chain)
+    def _split(self, current: Heads, destination: str) -> list[Segment]:
+        steps = compat.upgrade_steps(self.stream.script, destination, current)
+        out = _Capture()
+        versions = compat.head_maintainer(_offline_context(self.stream, self.dialect, out), current)
+        segments: list[Segment] = []
+        sql: list[str] = []
+        owners: list[str] = []
+        applied: list[tuple[str, str | None]] = []
+        for step in steps:
+            script = step.revision
+            statements = self.statements(script)
+            versions.update_to_step(step)  # the version rows, as Alembic writes them
+            version_sql = out.take()
+            if statements is None:
+                if sql or applied:
+                    segments.append(Replay(tuple(sql), tuple(applied), tuple(owners)))
+                    sql, owners, applied = [], [], []
+                segments.append(Online(script.revision))
+                continue
+            sql += statements + version_sql
+            owners += [script.revision] * (len(statements) + len(version_sql))
+            applied.append((script.revision, records.file_checksum(script.path)))
+        if sql or applied:
+            segments.append(Replay(tuple(sql), tuple(applied), tuple(owners)))
+        return segments

@@ -7,7 +7,9 @@ import re
 from collections.abc import Iterable
 
 from ..errors import AlembicSchemasError
+from ..sqlscript import split_script
 
+# The first line of a stored snapshot names the settings its script changes (SET LOCAL), so
 # that provisioning can put the caller's values back afterwards.
 _HEADER = "-- alembic-schemas settings: "
 # pg_dump's guards for a long restore session; provisioning keeps the caller's (or the
@@ -22,86 +24,9 @@ _DROPPED_SETTINGS = frozenset(
 )
 
 
-_SPECIAL = re.compile(r"--|/\*|'|\"|\$|;|\\")
-_BLOCK_COMMENT = re.compile(r"/\*|\*/")
-_DOLLAR_TAG = re.compile(r"\$(?:[^\W\d]\w*)?\$")
-_IDENT_CHAR = re.compile(r"[\w$]")
 _SET = re.compile(r"SET\s+(?!LOCAL\b|SESSION\b)(\w+)\s*(?:=|TO\b)", re.IGNORECASE)
 _SET_CONFIG = re.compile(r"SELECT pg_catalog\.set_config\('(\w+)', (.*), false\);\Z", re.DOTALL)
 _LEADING_COMMENTS = re.compile(r"\A(?:\s+|--[^\n]*)*")
-
-
-def split_script(sql: str) -> list[str]:
-    """The top-level statements of a psql script, with psql meta-command lines left out.
-
-    Knows what can hide a ``;`` or a line start: string literals (also ``E''``), quoted
-    identifiers, dollar quotes and comments, so rows and function bodies are never cut or
-    rewritten, whatever text they hold."""
-    out: list[str] = []
-    start = i = 0
-    blank = True  # nothing but whitespace and comments since ``start``
-    n = len(sql)
-    while (m := _SPECIAL.search(sql, i)) is not None:
-        j, token = m.start(), m.group()
-        if sql[i:j].strip():
-            blank = False
-        if token == "--":
-            eol = sql.find("\n", j)
-            i = n if eol < 0 else eol + 1
-        elif token == "/*":
-            depth, k = 1, j + 2
-            while depth and (c := _BLOCK_COMMENT.search(sql, k)) is not None:
-                depth += 1 if c.group() == "/*" else -1
-                k = c.end()
-            i = k if not depth else n
-        elif token in ("'", '"'):
-            blank = False
-            escapes = (
-                token == "'"
-                and j > 0
-                and sql[j - 1] in "Ee"
-                and (j < 2 or not _IDENT_CHAR.match(sql[j - 2]))
-            )
-            i = _end_of_quoted(sql, j, token, escapes)
-        elif token == "$":
-            blank = False
-            tag = _DOLLAR_TAG.match(sql, j)
-            if tag is not None and not (j > 0 and _IDENT_CHAR.match(sql[j - 1])):
-                end = sql.find(tag.group(), tag.end())
-                i = n if end < 0 else end + len(tag.group())
-            else:
-                i = j + 1
-        elif token == ";":
-            out.append(sql[start : j + 1])
-            start = i = j + 1
-            blank = True
-        else:  # a backslash: at a statement's start it begins a psql meta-command line
-            if blank:
-                eol = sql.find("\n", j)
-                start = i = n if eol < 0 else eol + 1
-            else:
-                i = j + 1
-    if sql[start:].strip() and not blank:
-        out.append(sql[start:])
-    return out
-
-
-def _end_of_quoted(sql: str, j: int, quote: str, escapes: bool) -> int:
-    """Index just past the literal or identifier opened at ``j``."""
-    k = j + 1
-    n = len(sql)
-    while k < n:
-        c = sql[k]
-        if escapes and c == "\\":
-            k += 2
-        elif c == quote:
-            if sql.startswith(quote, k + 1):
-                k += 2
-            else:
-                return k + 1
-        else:
-            k += 1
-    return n
 
 
 def restore_script(dump: str, known_settings: Iterable[str]) -> str:

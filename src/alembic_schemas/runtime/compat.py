@@ -7,6 +7,7 @@ a block), ``DropTableOp.to_table()``, ``static_output`` (``--sql`` text).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -15,8 +16,12 @@ from typing import Any
 import alembic
 import sqlalchemy as sa
 from alembic import context as alembic_context
+from alembic.config import Config
+from alembic.operations import Operations
 from alembic.runtime.environment import EnvironmentContext
-from alembic.runtime.migration import MigrationContext
+from alembic.runtime.migration import HeadMaintainer, MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError, to_tuple
 
 ALEMBIC_VERSION = tuple(int(p) for p in alembic.__version__.split(".")[:2])
 SQLALCHEMY_VERSION = tuple(int(p) for p in sa.__version__.split(".")[:2])
@@ -91,3 +96,55 @@ def identity_options(sequence: sa.Sequence, dialect: sa.engine.Dialect) -> str:
 def copy_column(column: sa.Column[Any]) -> sa.Column[Any]:
     """A detached copy of a Column, keeping every argument (``Column._copy``)."""
     return column._copy()
+
+
+def upgrade_steps(script: ScriptDirectory, destination: str, current: tuple[str, ...]) -> list[Any]:
+    """The RevisionSteps Alembic's ``upgrade`` would run from ``current`` to ``destination``,
+    in its order (``ScriptDirectory._upgrade_revs``)."""
+    return list(script._upgrade_revs(destination, current))  # type: ignore[arg-type]
+
+
+def head_maintainer(ctx: MigrationContext, heads: tuple[str, ...]) -> Any:
+    """Alembic's bookkeeping of version rows (``HeadMaintainer``): ``update_to_step(step)``
+    writes, through ``ctx``, the INSERT/UPDATE/DELETE a step makes to the version table."""
+    return HeadMaintainer(ctx, heads)
+
+
+def run_alembic(
+    config: Config, script: ScriptDirectory, verb: str, revision: str, *, purge: bool = False
+) -> None:
+    """``alembic.command.upgrade/downgrade/stamp`` on an already loaded ScriptDirectory: the
+    commands build a new one each time, which imports every revision file again."""
+    if ":" in revision:
+        raise CommandError("Range revision not allowed")
+
+    def upgrade(rev: Any, context: Any) -> Any:
+        return script._upgrade_revs(revision, rev)
+
+    def downgrade(rev: Any, context: Any) -> Any:
+        return script._downgrade_revs(revision, rev)
+
+    def stamp(rev: Any, context: Any) -> Any:
+        return script._stamp_revs(to_tuple(revision), rev)
+
+    fn = {"upgrade": upgrade, "downgrade": downgrade, "stamp": stamp}[verb]
+    destination: Any = to_tuple(revision) if verb == "stamp" else revision
+    with EnvironmentContext(
+        config, script, fn=fn, as_sql=False, destination_rev=destination, purge=purge
+    ):
+        script.run_env()
+
+
+@contextlib.contextmanager
+def operations(ctx: MigrationContext, **overrides: Callable[..., Any]) -> Iterator[Operations]:
+    """``Operations.context(ctx)`` (``alembic.op`` bound to ``ctx``) with some of its methods
+    replaced for the revision being run, e.g. ``get_bind`` (``ModuleClsProxy._install_proxy``
+    binds the module's names to the instance's attributes)."""
+    op = Operations(ctx)
+    for name, fn in overrides.items():
+        setattr(op, name, fn)
+    op._install_proxy()
+    try:
+        yield op
+    finally:
+        op._remove_proxy()

@@ -20,11 +20,12 @@ from typing import Literal
 
 from sqlalchemy.engine import Connection
 
-from .. import database, identifiers, locks
+from .. import database, identifiers, locks, versions
 from ..config import TABLE_PRIVILEGES, Grants, Project
 from ..streams import Stream
 
 Lock = Literal["wait", "try", "held"]
+Heads = tuple[str, ...]
 
 
 def timeouts(project: Project) -> dict[str, str]:
@@ -71,26 +72,57 @@ def grants_sql(schema: str, grants: Grants) -> list[str]:
     return out
 
 
+def _setting(name: str, value: str) -> str:
+    # Durations were validated by config against ^\d+(\.\d+)?\s*unit?$ : no quotes possible.
+    return f"SET LOCAL {name} = '{value.replace(chr(39), '')}'"
+
+
+def settings_sql(project: Project) -> list[str]:
+    """``SET LOCAL`` of the timeouts every migration transaction starts with."""
+    return [_setting(name, value) for name, value in timeouts(project).items()]
+
+
 def begin(
-    conn: Connection, stream: Stream, schema: str, *, lock: Lock = "wait", create: bool = True
-) -> bool:
+    conn: Connection,
+    stream: Stream,
+    schema: str,
+    *,
+    lock: Lock = "wait",
+    create: bool = True,
+    read: bool = False,
+) -> Heads | None:
     """Set up the schema's transaction on ``conn`` (already begun): timeouts, the lock, the
-    schema (unless ``create`` is false: it exists), then the pinned search_path. With
-    ``lock="try"``, False (and nothing else done) when another run holds the schema."""
+    schema (unless ``create`` is false: it exists), the pinned search_path and, with ``read``,
+    the version table (created empty if missing) and its rows, which it returns. Two network
+    waits: the lock, then the rest. With ``lock="try"``, None (and nothing else done) when
+    another run holds the schema."""
     project = stream.project
-    database.set_local(conn, timeouts(project))
-    if lock == "wait":
-        locks.wait(conn, stream.name, schema, project.lock_timeout)
-    elif lock == "try":
-        if not locks.try_lock(conn, stream.name, schema):
-            return False
+    key = locks.args(stream.name, schema)
+    first: list[database.Statement] = [(sql, None) for sql in settings_sql(project)]
+    if lock == "try":
+        first.append(("SELECT pg_catalog.pg_try_advisory_xact_lock(%s, %s)", key))
+    elif lock == "wait":
+        # Only runs of this tool take this lock, never an application query: waiting for it
+        # is not bounded by lock_timeout (statement_timeout still applies).
+        first += [
+            (_setting("lock_timeout", "0"), None),
+            ("SELECT pg_catalog.pg_advisory_xact_lock(%s, %s)", key),
+            (_setting("lock_timeout", project.lock_timeout), None),
+        ]
     else:  # this session holds it already (at session level): re-entrant, no wait
-        locks.lock(conn, stream.name, schema)
+        first.append(("SELECT pg_catalog.pg_advisory_xact_lock(%s, %s)", key))
+    taken = database.send(conn, first)
+    if lock == "try" and not taken[0][0]:
+        return None
+    rest: list[database.Statement] = []
     if create:
-        config = stream.config
-        database.run_sql(conn, create_schema_sql(schema, config.owner, config.grants))
-    database.set_local(conn, search_path=(schema,))
-    return True
+        rest += [(sql, None) for sql in _create(stream, schema)]
+    rest.append(("SET LOCAL search_path TO " + identifiers.search_path(schema), None))
+    if read:
+        rest.append((versions.create_table_sql(stream.version_table, schema), None))
+        rest.append((versions.select_sql(stream.version_table, schema), None))
+    rows = database.send(conn, rest)
+    return tuple(sorted(str(r[0]) for r in rows)) if read else ()
 
 
 def begin_read(conn: Connection, project: Project) -> None:
@@ -103,16 +135,9 @@ def offline_statements(stream: Stream, schema: str, *, create: bool = True) -> l
     """:func:`begin` as the text ``--sql`` output starts each schema's transaction with (no
     lock: nothing runs)."""
 
-    def setting(value: str) -> str:
-        # Durations were validated by config against ^\d+(\.\d+)?\s*unit?$ : no quotes possible.
-        return value.replace("'", "")
-
     statements = _create(stream, schema) if create else []
     statements.append("SET LOCAL search_path TO " + identifiers.search_path(schema))
-    statements += [
-        f"SET LOCAL {name} = '{setting(value)}'" for name, value in timeouts(stream.project).items()
-    ]
-    return statements
+    return statements + settings_sql(stream.project)
 
 
 @contextlib.contextmanager

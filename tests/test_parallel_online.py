@@ -1,0 +1,176 @@
+"""Fleet runs of a history that needs Alembic on some revisions (tests/fixtures/online_history):
+data migrations through op.get_bind() and through a helper imported from the app, replayable
+revisions around them, two branches and a merge point.
+
+* which revisions are replayed is decided by what they do when rendered, not by their source;
+* replayed and Alembic-run revisions interleave on one tenant's way, in one transaction;
+* Alembic-run revisions run in parallel worker processes, each tenant getting exactly its
+  own data changes, with no tenant transaction left idle while its worker waits;
+* downgrade runs on the same workers, with the run record and the same report;
+* every tenant ends up exactly as one schema migrated by plain Alembic.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+import alembic_schemas
+from alembic_schemas import database, identifiers
+from alembic_schemas.executor import replay
+from alembic_schemas.streams import Stream
+
+from conftest import ProjectDir
+
+FIXTURE = Path(__file__).parent / "fixtures" / "online_history"
+TENANTS = [f"t_{i:02d}" for i in range(12)]
+HEAD = "r8_after"
+
+
+@pytest.fixture
+def pd(project_dir: ProjectDir, db: sa.Engine) -> ProjectDir:
+    shutil.copytree(FIXTURE, project_dir.root, dirs_exist_ok=True)
+    with db.connect() as conn:
+        for name in TENANTS:
+            database.run_sql(conn, f"CREATE SCHEMA {identifiers.quote(name)}")
+    return project_dir
+
+
+def _stream(pd: ProjectDir) -> Stream:
+    project = alembic_schemas.load(pd.root)
+    return Stream(project, project.stream("tenant"))
+
+
+def _catalog(db: sa.Engine, schema: str) -> dict[str, list[tuple[object, ...]]]:
+    """What the schema holds, named without the schema: columns, constraints, indexes."""
+    queries = {
+        "columns": """
+            SELECT table_name, column_name, data_type, is_nullable, column_default
+            FROM information_schema.columns WHERE table_schema = :s
+            ORDER BY table_name, ordinal_position""",
+        "constraints": """
+            SELECT c.conrelid::regclass::text LIKE '%' || c.conname || '%', c.conname, c.contype,
+                   pg_get_constraintdef(c.oid)
+            FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+            WHERE n.nspname = :s ORDER BY c.conname""",
+        "indexes": """
+            SELECT indexname, regexp_replace(indexdef, ' ON .*\\.', ' ON ')
+            FROM pg_indexes WHERE schemaname = :s ORDER BY indexname""",
+        "versions": "SELECT version_num FROM alembic_version ORDER BY 1",
+    }
+    out: dict[str, list[tuple[object, ...]]] = {}
+    with db.connect() as conn:
+        database.run_sql(conn, "SET search_path TO " + identifiers.search_path(schema))
+        for key, sql in queries.items():
+            out[key] = [tuple(r) for r in conn.execute(sa.text(sql), {"s": schema})]
+    return out
+
+
+def test_replay_is_decided_by_what_a_revision_does_not_by_its_source(pd: ProjectDir) -> None:
+    stream = _stream(pd)
+    dialect = sa.create_mock_engine("postgresql://", None).dialect
+    script = stream.script
+    online = {"r2_owner", "r4_helper"}  # r4's source names no connection: its helper does
+    for sc in script.walk_revisions():
+        assert replay.is_replayable(stream, sc, dialect) is (sc.revision not in online), sc
+    assert "get_bind" not in Path(script.get_revision("r4_helper").path).read_text()
+
+
+def test_replayed_and_online_revisions_interleave_and_a_merge_point_is_replayed(
+    pd: ProjectDir,
+) -> None:
+    stream = _stream(pd)
+    replayer = replay.Replayer(stream, sa.create_mock_engine("postgresql://", None).dialect)
+    way = replayer.segments((), "heads")
+    shape = [
+        [rev for rev, _ in s.revisions] if isinstance(s, replay.Replay) else s.revision for s in way
+    ]
+    assert shape[:4] == [["r1_item"], "r2_owner", ["r3_note"], "r4_helper"]
+    # after the last online revision, the branches, the merge and what follows are replayed
+    assert len(shape) == 5 and isinstance(shape[4], list)
+    assert sorted(shape[4]) == sorted(["r5_index", "r6a_left", "r6b_right", "r7_merge", HEAD])
+    assert shape[4][-2:] == ["r7_merge", HEAD]
+
+
+def test_online_revisions_run_in_parallel_processes_each_tenant_getting_its_own_rows(
+    pd: ProjectDir, db: sa.Engine
+) -> None:
+    report = alembic_schemas.upgrade(streams=["tenant"], jobs=3, config=pd.root)
+    assert sorted((r.schema, r.after, r.error) for r in report) == [
+        (t, (HEAD,), None) for t in TENANTS
+    ]
+    writers: set[int] = set()
+    with db.connect() as conn:
+        for tenant in TENANTS:
+            rows = database.run_sql(
+                conn,
+                f"SELECT tenant, pid FROM {identifiers.qualified(tenant, 'item')} ORDER BY id",
+            ).all()
+            # r2's row (pid 0) and r4's row, both naming this tenant and no other
+            assert [r.tenant for r in rows] == [tenant, tenant]
+            assert rows[0].pid == 0
+            writers.add(rows[1].pid)
+    assert len(writers) >= 2  # the app helper ran in more than one worker process
+
+
+def test_no_tenant_transaction_is_left_idle_while_its_worker_waits(
+    pd: ProjectDir, db: sa.Engine
+) -> None:
+    with db.connect() as conn:
+        name = conn.scalar(sa.text("SELECT current_database()"))
+        database.run_sql(
+            conn,
+            f"ALTER DATABASE {identifiers.quote_object(str(name), 'database name')}"
+            " SET idle_in_transaction_session_timeout = '1s'",
+        )
+    report = alembic_schemas.upgrade(streams=["tenant"], jobs=3, config=pd.root)
+    assert [r for r in report if r.error] == []
+    assert len(report) == len(TENANTS)
+
+
+def test_every_tenant_matches_one_schema_migrated_by_plain_alembic(
+    pd: ProjectDir, db: sa.Engine
+) -> None:
+    alembic_schemas.upgrade(streams=["tenant"], jobs=2, config=pd.root)
+    plain = "t_plain"
+    with db.connect() as conn:
+        database.run_sql(conn, f"CREATE SCHEMA {identifiers.quote(plain)}")
+    command.upgrade(alembic_schemas.alembic_config("tenant", schema=plain, config=pd.root), "head")
+    expected = _catalog(db, plain)
+    assert expected["versions"] == [(HEAD,)]
+    for tenant in TENANTS:
+        assert _catalog(db, tenant) == expected, tenant
+
+
+def test_fleet_downgrade_runs_on_parallel_workers_with_the_run_record(
+    pd: ProjectDir, db: sa.Engine
+) -> None:
+    alembic_schemas.upgrade(streams=["tenant"], jobs=2, config=pd.root)
+    proc = pd.cli("downgrade", "-s", "tenant", "r3_note", "--jobs", "3", "--json", check=True)
+    summary = json.loads(proc.stdout)
+    assert summary["applied"] == len(TENANTS) and summary["failed"] == 0
+    assert {tuple(r["to"]) for r in summary["results"]} == {("r3_note",)}
+    with db.connect() as conn:
+        recorded = conn.execute(
+            sa.text(
+                "SELECT count(*), count(DISTINCT schema_name) FROM alembic_schemas.attempt"
+                " WHERE run_id = :run AND status = 'applied'"
+            ),
+            {"run": summary["run_id"]},
+        ).one()
+        assert tuple(recorded) == (len(TENANTS), len(TENANTS))
+        for tenant in TENANTS:
+            tables = set(
+                conn.scalars(
+                    sa.text("SELECT tablename FROM pg_tables WHERE schemaname = :s"), {"s": tenant}
+                )
+            )
+            assert tables == {"alembic_version", "item"}
+    # and up again, replayed around the online revision
+    report = alembic_schemas.upgrade(streams=["tenant"], jobs=3, config=pd.root)
+    assert {r.after for r in report} == {(HEAD,)}
