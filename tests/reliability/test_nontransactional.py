@@ -242,7 +242,7 @@ def test_a_failure_after_the_block_keeps_earlier_revisions_and_says_what_stays(
     (result,) = json.loads(proc.stdout)["results"]
     print(f"\nfailure after the block: {result['error']}")
     r3 = fleet.root / "migrations" / "tenant" / "versions" / "r3.py"
-    assert result["error"] == f"revision r3 ({r3}:{_line_of(r3, '1 / 0')}): division by zero"
+    assert result["error"] == f"revision r3 ({r3}): division by zero"  # replayed: no line
     assert result["from"] == [] and result["to"] == ["r2"]
     # r2 (block, then the rest and its version row) committed before r3 started.
     assert _version(fleet, "t_a") == ["r2"]
