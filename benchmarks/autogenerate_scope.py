@@ -258,6 +258,28 @@ def baseline(root: Path, url: str) -> Callable[[], list[Path]]:
     return generate
 
 
+def scenario(
+    args: argparse.Namespace,
+    root: Path,
+    dbs: Sequence[tuple[int, str]],
+    cases: list[tuple[int, str, Callable[[], list[Path]]]],
+    name: str,
+) -> list[Timing]:
+    """One scenario: ours on every database, interleaved; then plain Alembic on each."""
+    timings = interleaved("alembic-schemas", name, args.runs, cases)
+    if not args.no_baseline:
+        for n, url in dbs:
+            log(f"plain Alembic: {name}, {n} other schemas")
+            timings += interleaved(
+                "plain alembic",
+                name,
+                args.baseline_runs,
+                [(n, url, baseline(root, url))],
+                warm_up=n == 0,  # a crowded warm-up would cost a minute, for nothing
+            )
+    return timings
+
+
 def run(args: argparse.Namespace) -> list[Timing]:
     timings: list[Timing] = []
     with contextlib.ExitStack() as stack:
@@ -295,17 +317,7 @@ def run(args: argparse.Namespace) -> list[Timing]:
 
         log("alembic-schemas: first revision (the stream's schema does not exist yet)")
         cases = [(n, url, ours(root)) for n, url in dbs]
-        timings += interleaved("alembic-schemas", "first", args.runs, cases)
-        if not args.no_baseline:
-            for n, url in dbs:
-                log(f"plain Alembic: first revision, {n} other schemas")
-                timings += interleaved(
-                    "plain alembic",
-                    "first",
-                    args.baseline_runs,
-                    [(n, url, baseline(root, url))],
-                    warm_up=n == 0,  # a crowded warm-up would cost a minute, for nothing
-                )
+        timings += scenario(args, root, dbs, cases, "first")
 
         # Bring both databases to head with the same revision; autogenerate again then
         # reflects the stream's schema in full and finds nothing to do.
@@ -317,17 +329,7 @@ def run(args: argparse.Namespace) -> list[Timing]:
                 alembic_schemas.upgrade(config=root)
 
         log("alembic-schemas: at head")
-        timings += interleaved("alembic-schemas", "at head", args.runs, cases)
-        if not args.no_baseline:
-            for n, url in dbs:
-                log(f"plain Alembic: at head, {n} other schemas")
-                timings += interleaved(
-                    "plain alembic",
-                    "at head",
-                    args.baseline_runs,
-                    [(n, url, baseline(root, url))],
-                    warm_up=n == 0,  # a crowded warm-up would cost a minute, for nothing
-                )
+        timings += scenario(args, root, dbs, cases, "at head")
     return timings
 
 

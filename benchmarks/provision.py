@@ -189,35 +189,12 @@ def revision_bodies(kind: str, n: int) -> list[str]:
 
 def build_project(root: Path, url: str, kind: str, n: int) -> Path:
     """A project with one tenant stream over ``like:tenant_%`` and ``n`` generated revisions."""
-    root.mkdir(parents=True)
-    (root / "pyproject.toml").write_text(
-        textwrap.dedent(
-            f"""
-            [tool.alembic-schemas]
-            url = {json.dumps(url)}
-            script_location = "migrations"
-
-            [tool.alembic-schemas.streams.{STREAM}]
-            tenants = "like:tenant_%"
-            """
-        ).lstrip(),
-        encoding="utf-8",
-    )
-    alembic_schemas.init(root)
-    versions = root / "migrations" / STREAM / "versions"
-    down: str | None = None
-    for i, body in enumerate(revision_bodies(kind, n), start=1):
-        rev = f"r{i:03d}"
-        text = _common.REVISION_FILE.format(
-            message=f"{kind} {i}",
-            revision=rev,
-            down_revision=down,
-            upgrade=textwrap.indent(body, "    "),
-            downgrade='    raise NotImplementedError("benchmark history: upgrade only")',
-        )
-        (versions / f"{rev}.py").write_text(text, encoding="utf-8")
-        down = rev
-    return root
+    upgrade_only = 'raise NotImplementedError("benchmark history: upgrade only")'
+    revisions = [
+        (f"r{i:03d}", f"{kind} {i}", body, upgrade_only)
+        for i, body in enumerate(revision_bodies(kind, n), start=1)
+    ]
+    return _common.tenant_project(root, url, _common.linear(revisions)).parent
 
 
 # --- checking --------------------------------------------------------------------------------

@@ -1,29 +1,38 @@
-"""Real PostgreSQL for every test: an embedded server started once per session, or the server
-named by $ALEMBIC_SCHEMAS_TEST_URL. Each test that asks for ``db_url`` gets a fresh database."""
+"""Real PostgreSQL for every test: an embedded server started once per session (per xdist
+worker), or the server named by $ALEMBIC_SCHEMAS_TEST_URL. Each test that asks for ``db_url``
+gets a fresh database. Tests under ``tests/unit`` use none of this.
+
+``ALEMBIC_SCHEMAS_HYPOTHESIS_EXAMPLES=N`` runs N examples per property test instead of the
+quick default."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import sysconfig
-import tempfile
-import textwrap
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from hypothesis import HealthCheck, settings
 
-from alembic_schemas import database, embedded
+from alembic_schemas import database
 
-TEST_URL_ENV = "ALEMBIC_SCHEMAS_TEST_URL"
+from helpers import TEST_URL_ENV, Catalog, ProjectDir, embedded_server, scratch_database
+
 _INSTALLED = tuple(
     {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
 )
+
+settings.register_profile(
+    "alembic-schemas",
+    max_examples=int(os.environ.get("ALEMBIC_SCHEMAS_HYPOTHESIS_EXAMPLES") or 200),
+    deadline=None,  # examples wait on PostgreSQL and subprocesses: their time says nothing
+    database=None,  # no .hypothesis folder in the (temporary) working directories
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile("alembic-schemas")
 
 
 @pytest.fixture(scope="session")
@@ -32,12 +41,8 @@ def server_url() -> Iterator[str]:
     if given:
         yield given
         return
-    folder = Path(tempfile.mkdtemp(prefix="alembic-schemas-test-"))
-    server, url = embedded.start_temporary(folder / "pgdata")
-    try:
+    with embedded_server() as url:
         yield url
-    finally:
-        server.cleanup()  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")
@@ -50,15 +55,8 @@ def admin_engine(server_url: str) -> Iterator[sa.Engine]:
 @pytest.fixture
 def db_url(admin_engine: sa.Engine, server_url: str) -> Iterator[str]:
     """A URL to a new, empty database, dropped after the test."""
-    name = "t_" + uuid.uuid4().hex[:12]
-    with admin_engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    url = make_url(server_url).set(database=name)
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
-    yield url.render_as_string(hide_password=False)
-    with admin_engine.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(admin_engine, server_url) as url:
+        yield url
 
 
 @pytest.fixture
@@ -67,6 +65,11 @@ def db(db_url: str) -> Iterator[sa.Engine]:
     engine = database.create_engine(db_url, isolation_level="AUTOCOMMIT")
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def catalog(db: sa.Engine) -> Catalog:
+    return Catalog(db)
 
 
 @pytest.fixture(autouse=True)
@@ -81,41 +84,6 @@ def _isolate_imports() -> Iterator[None]:
         if not file.startswith(_INSTALLED):
             del sys.modules[name]
     sys.path[:] = path
-
-
-@dataclass
-class ProjectDir:
-    """A throw-away user project: pyproject.toml, model modules, and a way to run the CLI."""
-
-    root: Path
-    url: str
-
-    def write(self, relpath: str, text: str) -> Path:
-        path = self.root / relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
-        return path
-
-    def cli(self, *args: str, check: bool | None = None) -> subprocess.CompletedProcess[str]:
-        """Run ``python -m alembic_schemas ARGS`` in the project folder, as a user would."""
-        env = {**os.environ, "ALEMBIC_SCHEMAS_URL": self.url}
-        proc = subprocess.run(
-            [sys.executable, "-m", "alembic_schemas", *args],
-            cwd=self.root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if check is True and proc.returncode != 0:
-            raise AssertionError(
-                f"alembic-schemas {' '.join(args)} exited {proc.returncode}\n"
-                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-            )
-        return proc
-
-    def versions(self, stream: str) -> list[Path]:
-        return sorted((self.root / "migrations" / stream / "versions").glob("*.py"))
 
 
 @pytest.fixture

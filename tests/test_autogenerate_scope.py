@@ -4,7 +4,6 @@ types and sequences change neither the revision it writes nor the queries it sen
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,12 +11,11 @@ from typing import Any, TypeVar
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
 
 import alembic_schemas
 from alembic_schemas import database, identifiers
 
-from conftest import ProjectDir
+from helpers import ProjectDir, scratch_database
 
 T = TypeVar("T")
 
@@ -79,23 +77,14 @@ def other_schemas_sql(names: list[str]) -> str:
 @pytest.fixture
 def crowded_db_url(admin_engine: sa.Engine, server_url: str) -> Iterator[str]:
     """A second fresh database, holding OTHER_SCHEMAS schemas that belong to no stream."""
-    name = "t_" + uuid.uuid4().hex[:12]
-    quoted = identifiers.quote(name, "database name")
-    with admin_engine.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {quoted} TEMPLATE template0")
-    url = make_url(server_url).set(database=name)
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
-    rendered = url.render_as_string(hide_password=False)
-    engine = database.create_engine(rendered)
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(other_schemas_sql(other_schema_names(OTHER_SCHEMAS)))
-    finally:
-        engine.dispose()
-    yield rendered
-    with admin_engine.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+    with scratch_database(admin_engine, server_url) as url:
+        engine = database.create_engine(url)
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(other_schemas_sql(other_schema_names(OTHER_SCHEMAS)))
+        finally:
+            engine.dispose()
+        yield url
 
 
 def recorded(fn: Callable[[], T]) -> tuple[T, list[tuple[str, str]]]:

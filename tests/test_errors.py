@@ -4,13 +4,9 @@ for usage/configuration and 1 for runtime failures."""
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -18,10 +14,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 import alembic_schemas
-from alembic_schemas import database, embedded, identifiers
+from alembic_schemas import database, identifiers
 from alembic_schemas.errors import ConfigError, DatabaseError, RevisionError
 
-from conftest import TEST_URL_ENV, ProjectDir
+from helpers import TEST_URL_ENV, ProjectDir, closed_port, embedded_server, one_error_line, wait_for
 
 PREFIX = "alembic-schemas: error: "
 
@@ -44,28 +40,11 @@ account = sa.Table(
 """
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _error(proc: subprocess.CompletedProcess[str], code: int) -> str:
-    """Assert ``proc`` failed with ``code`` and exactly one error line; return its message."""
-    rc, out, err = proc.returncode, proc.stdout, proc.stderr
-    assert rc == code, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err}"
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith(PREFIX), err
-    return str(lines[0][len(PREFIX) :])
-
-
 @pytest.fixture
 def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ProjectDir:
     """A project whose database URL points at a closed port: nothing can reach a server, so a
     config error that still shows up as such was found before any connection or SQL."""
-    url = f"postgresql+psycopg://nobody@127.0.0.1:{_closed_port()}/nowhere"
+    url = f"postgresql+psycopg://nobody@127.0.0.1:{closed_port()}/nowhere"
     monkeypatch.setenv("ALEMBIC_SCHEMAS_URL", url)
     monkeypatch.chdir(tmp_path)
     project = ProjectDir(tmp_path, url)
@@ -102,13 +81,13 @@ def _add_revision(project: ProjectDir, rev_id: str, upgrade_body: str) -> Path:
 
 def test_no_config_found(tmp_path: Path) -> None:
     proc = ProjectDir(tmp_path, "postgresql+psycopg://x@127.0.0.1:1/x").cli("current")
-    message = _error(proc, 2)
+    message = one_error_line(proc, 2)
     assert message.startswith(f"no alembic-schemas configuration found in {tmp_path}")
     assert "alembic-schemas init" in message
 
 
 def test_config_file_named_with_c_does_not_exist(offline: ProjectDir) -> None:
-    message = _error(offline.cli("-c", "missing.toml", "current"), 2)
+    message = one_error_line(offline.cli("-c", "missing.toml", "current"), 2)
     assert message == "config file not found: missing.toml"
 
 
@@ -148,7 +127,7 @@ CONFIG_MISTAKES = {
 def test_config_mistakes_are_usage_errors(offline: ProjectDir, case: str) -> None:
     text, expected = CONFIG_MISTAKES[case]
     (offline.root / "pyproject.toml").write_text(text)
-    message = _error(offline.cli("upgrade"), 2)
+    message = one_error_line(offline.cli("upgrade"), 2)
     assert expected in message
     assert str(offline.root / "pyproject.toml") in message, "the message names the file"
 
@@ -173,7 +152,7 @@ def test_bad_schema_name_is_refused_before_any_sql(offline: ProjectDir, name: st
     )
     for args in (("upgrade",), ("upgrade", "--sql")):
         proc = offline.cli(*args)
-        message = _error(proc, 2)  # 2, not a connection error: nothing reached the server
+        message = one_error_line(proc, 2)  # 2, not a connection error: nothing reached the server
         assert message.startswith(f"{offline.root / 'pyproject.toml'}: stream 'core': ")
         assert "invalid schema name" in message
         assert BAD_SCHEMA_NAMES[name] in message
@@ -183,11 +162,13 @@ def test_bad_schema_name_is_refused_before_any_sql(offline: ProjectDir, name: st
 def test_bad_owner_role_and_add_stream_schema_are_refused(offline: ProjectDir) -> None:
     config = offline.root / "pyproject.toml"
     config.write_text(CONFIG + 'owner = "pg_signal_backend"\n')
-    message = _error(offline.cli("upgrade", "--sql"), 2)
+    message = one_error_line(offline.cli("upgrade", "--sql"), 2)
     assert "stream 'core': invalid owner role 'pg_signal_backend'" in message
 
     config.write_text(CONFIG)
-    message = _error(offline.cli("add-stream", "x", "--schema", "pg_x", "--metadata", "m:a"), 2)
+    message = one_error_line(
+        offline.cli("add-stream", "x", "--schema", "pg_x", "--metadata", "m:a"), 2
+    )
     assert "stream 'x': invalid schema name 'pg_x'" in message
     assert config.read_text() == CONFIG, "a refused stream leaves the config alone"
 
@@ -232,7 +213,7 @@ def test_metadata_that_does_not_import_is_one_line_while_alembic_loads_env_py(
     config = project.root / "pyproject.toml"
     config.write_text(config.read_text().replace("err_models:metadata", path))
     # upgrade resolves the metadata inside env.py, while Alembic runs it.
-    assert expected in _error(project.cli("upgrade"), 2)
+    assert expected in one_error_line(project.cli("upgrade"), 2)
 
 
 def test_metadata_that_does_not_import_offline_and_in_autogenerate(project: ProjectDir) -> None:
@@ -240,7 +221,7 @@ def test_metadata_that_does_not_import_offline_and_in_autogenerate(project: Proj
     config.write_text(config.read_text().replace("err_models:metadata", "err_nothere:metadata"))
     expected = "metadata of stream 'core' 'err_nothere:metadata' could not be imported"
     for args in (("upgrade", "--sql"), ("revision", "-s", "core", "--autogenerate")):
-        assert expected in _error(project.cli(*args), 2), args
+        assert expected in one_error_line(project.cli(*args), 2), args
     assert len(project.versions("core")) == 1, "no revision file was written"
 
 
@@ -249,15 +230,26 @@ DOCUMENTED_USAGE_ERRORS = {
     "unknown key": (
         CONFIG.replace('script_location = "migrations"', "script_locaton = 'migrations'"),
         ("upgrade",),
-        "{config}: unknown key 'script_locaton' (allowed: jobs, lock_retries, lock_timeout, "
+        "{config}: unknown key 'script_locaton' (allowed: direct_url, jobs, lock_retries, lock_timeout, "
         "script_location, statement_timeout, streams, url, version_table)",
     ),
     "unknown stream key": (
         CONFIG + 'shema = "core"\n',
         ("upgrade",),
         "{config}: stream 'core': unknown key 'shema' (allowed: baseline, baseline_metadata, "
-        "commit_before_autocommit_block, depends_on, grants, metadata, owner, schema, tenants, "
-        "version_table)",
+        "commit_before_autocommit_block, depends_on, grants, metadata, owner, reference_tables, "
+        "schema, tenants, version_table)",
+    ),
+    "reference_tables on a tenant stream": (
+        CONFIG
+        + '[tool.alembic-schemas.streams.t]\ntenants = "like:t_%"\nreference_tables = true\n',
+        ("upgrade",),
+        "{config}: stream 't': reference_tables applies to streams with a 'schema' only",
+    ),
+    "bad reference table name": (
+        CONFIG + 'reference_tables = ["plan", ""]\n',
+        ("upgrade",),
+        "{config}: stream 'core': invalid reference table name: empty",
     ),
     "malformed TOML": (
         CONFIG + "depends_on = [\n",
@@ -315,14 +307,14 @@ def test_documented_usage_errors_print_exactly_their_line(offline: ProjectDir, c
     text, args, expected = DOCUMENTED_USAGE_ERRORS[case]
     config = offline.root / "pyproject.toml"
     config.write_text(text)
-    assert _error(offline.cli(*args), 2) == expected.format(config=config)
+    assert one_error_line(offline.cli(*args), 2) == expected.format(config=config)
 
 
 def test_no_config_prints_exactly_the_documented_line(tmp_path: Path) -> None:
-    proc = ProjectDir(tmp_path, f"postgresql+psycopg://x@127.0.0.1:{_closed_port()}/x").cli(
+    proc = ProjectDir(tmp_path, f"postgresql+psycopg://x@127.0.0.1:{closed_port()}/x").cli(
         "upgrade"
     )
-    assert _error(proc, 2) == (
+    assert one_error_line(proc, 2) == (
         f"no alembic-schemas configuration found in {tmp_path} or its parents (add "
         "[tool.alembic-schemas] to pyproject.toml, or run 'alembic-schemas init')"
     )
@@ -350,37 +342,37 @@ def test_no_config_prints_exactly_the_documented_line(tmp_path: Path) -> None:
 def test_unknown_stream_is_a_usage_error_before_connecting(
     offline: ProjectDir, args: tuple[str, ...]
 ) -> None:
-    message = _error(offline.cli(*args), 2)
+    message = one_error_line(offline.cli(*args), 2)
     assert message == "unknown stream 'nope' (configured: core)"
 
 
 def test_unknown_revision_is_a_usage_error_naming_the_stream(project: ProjectDir) -> None:
-    assert _error(project.cli("upgrade", "nope"), 2) == (
+    assert one_error_line(project.cli("upgrade", "nope"), 2) == (
         "core: Can't locate revision identified by 'nope'"
     )
-    assert _error(project.cli("downgrade", "-s", "core", "nope"), 2) == (
+    assert one_error_line(project.cli("downgrade", "-s", "core", "nope"), 2) == (
         "core: Can't locate revision identified by 'nope'"
     )
-    assert "Can't locate revision identified by 'nope'" in _error(
+    assert "Can't locate revision identified by 'nope'" in one_error_line(
         project.cli("show", "-s", "core", "nope"), 2
     )
-    assert "Can't locate revision identified by 'nope'" in _error(
+    assert "Can't locate revision identified by 'nope'" in one_error_line(
         project.cli("history", "-s", "core", "-r", "nope:"), 2
     )
-    assert "Relative revision -5 didn't produce 5 migrations" in _error(
+    assert "Relative revision -5 didn't produce 5 migrations" in one_error_line(
         project.cli("downgrade", "-s", "core", "-5"), 2
     )
 
 
 def test_multiple_heads_name_the_stream(project: ProjectDir) -> None:
     alembic_schemas.revision("core", "side", head="base", rev_id="side", config=project.root)
-    message = _error(project.cli("upgrade"), 2)
+    message = one_error_line(project.cli("upgrade"), 2)
     assert message.startswith("core: Multiple head revisions are present")
 
 
 def test_autogenerate_behind_head_says_to_upgrade_first(project: ProjectDir) -> None:
     alembic_schemas.revision("core", "second", rev_id="r2", config=project.root)
-    message = _error(project.cli("revision", "-s", "core", "--autogenerate"), 1)
+    message = one_error_line(project.cli("revision", "-s", "core", "--autogenerate"), 1)
     assert message == (
         "stream 'core': the database is not at head; run 'alembic-schemas upgrade -s core' "
         "before autogenerating"
@@ -400,14 +392,14 @@ def test_unreachable_database_on_a_closed_port(offline: ProjectDir) -> None:
         ("stamp", "head"),
         ("revision", "-s", "core", "--autogenerate"),
     ):
-        message = _error(offline.cli(*args), 1)
+        message = one_error_line(offline.cli(*args, app=None), 1)  # the URL as given
         assert message.startswith(f"cannot connect to {where}: "), (args, message)
         assert "Connection refused" in message
 
 
 def test_unreachable_database_on_a_missing_socket_folder(offline: ProjectDir) -> None:
     url = "postgresql+psycopg://nobody@/nowhere?host=/nonexistent/socket/dir"
-    message = _error(ProjectDir(offline.root, url).cli("current"), 1)
+    message = one_error_line(ProjectDir(offline.root, url).cli("current"), 1)
     assert message.startswith("cannot connect to ")
     assert '"/nonexistent/socket/dir/.s.PGSQL.' in message
     assert "No such file or directory" in message
@@ -416,12 +408,16 @@ def test_unreachable_database_on_a_missing_socket_folder(offline: ProjectDir) ->
 def test_role_or_database_that_does_not_exist(project: ProjectDir) -> None:
     url = make_url(project.url)
     no_role = url.set(username="nobody_" + uuid.uuid4().hex[:6])
-    message = _error(ProjectDir(project.root, no_role.render_as_string(False)).cli("current"), 1)
+    message = one_error_line(
+        ProjectDir(project.root, no_role.render_as_string(False)).cli("current"), 1
+    )
     assert message.startswith("cannot connect to ")
     assert f'role "{no_role.username}" does not exist' in message
 
     no_db = url.set(database="nodb_" + uuid.uuid4().hex[:6])
-    message = _error(ProjectDir(project.root, no_db.render_as_string(False)).cli("upgrade"), 1)
+    message = one_error_line(
+        ProjectDir(project.root, no_db.render_as_string(False)).cli("upgrade"), 1
+    )
     assert f'database "{no_db.database}" does not exist' in message
 
 
@@ -448,10 +444,8 @@ def password_server() -> Iterator[tuple[str, str]]:
     role gets a scram-sha-256 line of its own in pg_hba.conf."""
     # Like conftest's server: a folder under /tmp the server's system user can reach
     # (pytest's own tmp folders are private to the user running pytest).
-    folder = Path(tempfile.mkdtemp(prefix="alembic-schemas-pw-"))
-    server, url = embedded.start_temporary(folder / "pgdata")
     role = "pw_user"
-    try:
+    with embedded_server() as url:
         engine = database.create_engine(url, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
             conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN PASSWORD 'right'")
@@ -459,20 +453,15 @@ def password_server() -> Iterator[tuple[str, str]]:
             hba.write_text(f"local all {role} scram-sha-256\n" + hba.read_text())
             conn.exec_driver_sql("SELECT pg_reload_conf()")
         engine.dispose()
-        deadline = time.monotonic() + 10  # the reload is asynchronous
-        while not _refuses_wrong_password(_wrong_password_url(url, role)):
-            assert time.monotonic() < deadline, "pg_hba.conf reload did not take effect"
-            time.sleep(0.1)
+        bad = _wrong_password_url(url, role)
+        wait_for("the pg_hba.conf reload", partial(_refuses_wrong_password, bad))  # asynchronous
         yield url, role
-    finally:
-        server.cleanup()  # type: ignore[attr-defined]
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_bad_password(offline: ProjectDir, password_server: tuple[str, str]) -> None:
     url, role = password_server
     bad = _wrong_password_url(url, role)
-    message = _error(ProjectDir(offline.root, bad).cli("upgrade"), 1)
+    message = one_error_line(ProjectDir(offline.root, bad).cli("upgrade"), 1)
     assert message.startswith("cannot connect to ")
     assert f'password authentication failed for user "{role}"' in message
     assert "wrong" not in message, "the password is not shown"
@@ -494,7 +483,7 @@ def test_bad_password_on_the_test_server(
                 f"the test server ({'$' + TEST_URL_ENV if os.environ.get(TEST_URL_ENV) else 'embedded'}) "
                 "does not check passwords on this connection; test_bad_password covers it"
             )
-        message = _error(ProjectDir(project.root, bad).cli("current"), 1)
+        message = one_error_line(ProjectDir(project.root, bad).cli("current"), 1)
         assert f'password authentication failed for user "{role}"' in message
     finally:
         with admin_engine.connect() as conn:
@@ -506,7 +495,7 @@ def test_bad_password_on_the_test_server(
 
 def test_sql_error_in_a_migration_names_the_stream(project: ProjectDir, db: sa.Engine) -> None:
     _add_revision(project, "r2", 'op.execute("SELECT * FROM no_such_table")')
-    message = _error(project.cli("upgrade"), 1)
+    message = one_error_line(project.cli("upgrade"), 1)
     assert message.startswith("core")
     assert message.endswith(': relation "no_such_table" does not exist')
     with db.connect() as conn:
@@ -516,14 +505,14 @@ def test_sql_error_in_a_migration_names_the_stream(project: ProjectDir, db: sa.E
 def test_connection_lost_during_a_migration(project: ProjectDir) -> None:
     # The server ends our own session in the middle of the revision: OperationalError.
     _add_revision(project, "r2", 'op.execute("SELECT pg_terminate_backend(pg_backend_pid())")')
-    message = _error(project.cli("upgrade"), 1)
+    message = one_error_line(project.cli("upgrade"), 1)
     assert message.startswith("core: ")
     assert "terminating connection due to administrator command" in message
 
 
 def test_python_error_in_a_migration_names_its_file(project: ProjectDir) -> None:
     path = _add_revision(project, "r2", "undefined_helper()")
-    message = _error(project.cli("upgrade"), 1)
+    message = one_error_line(project.cli("upgrade"), 1)
     # the stream first, as for every failed migration; then the revision, its file and line
     assert message == (
         f"core: revision r2 ({path}:22): NameError: name 'undefined_helper' is not defined"
@@ -535,7 +524,7 @@ def test_error_raised_in_env_py_names_env_py(project: ProjectDir) -> None:
     env_py = project.root / "migrations" / "core" / "env.py"
     env_py.write_text("raise RuntimeError('env.py is broken')\n")
     for args in (("upgrade",), ("revision", "-s", "core", "--autogenerate")):
-        message = _error(project.cli(*args), 1).removeprefix("core: ")
+        message = one_error_line(project.cli(*args), 1).removeprefix("core: ")
         assert message.startswith("RuntimeError: env.py is broken (at ")
         assert f"{env_py}:1;" in message
 
@@ -543,7 +532,7 @@ def test_error_raised_in_env_py_names_env_py(project: ProjectDir) -> None:
 def test_syntax_error_in_a_revision_file(project: ProjectDir) -> None:
     project.write("migrations/core/versions/broken.py", "revision = (\n")
     for args in (("upgrade",), ("history",)):
-        message = _error(project.cli(*args), 1).removeprefix("core: ")
+        message = one_error_line(project.cli(*args), 1).removeprefix("core: ")
         assert message.startswith("SyntaxError: ")
         assert "broken.py" in message
 
@@ -564,7 +553,7 @@ def test_database_error_while_comparing_models(project: ProjectDir) -> None:
     project.cli("upgrade", check=True)
     models.write_text(models.read_text().replace('sa.text("0")', 'sa.text("no_such_fn()")'))
     for args in (("check",), ("status",), ("revision", "-s", "core", "--autogenerate")):
-        message = _error(project.cli(*args), 1)
+        message = one_error_line(project.cli(*args), 1)
         assert "function no_such_fn() does not exist" in message
 
 
@@ -574,7 +563,7 @@ def test_check_names_each_difference_on_stdout_and_fails_in_one_line(
     with db.connect() as conn:
         conn.exec_driver_sql("ALTER TABLE core.account ADD COLUMN extra int")
     proc = project.cli("check")
-    assert _error(proc, 1) == "1 schema(s) differ from their models"
+    assert one_error_line(proc, 1) == "1 schema(s) differ from their models"
     assert proc.stdout.strip() == "core: remove column core.account.extra", proc.stdout
     with db.connect() as conn:  # check only reads
         assert conn.scalar(sa.text("SELECT version_num FROM core.alembic_version")) == "r1"
@@ -596,7 +585,7 @@ def test_api_raises_typed_errors(project: ProjectDir, monkeypatch: pytest.Monkey
         alembic_schemas.upgrade("nope", config=project.root)
     with pytest.raises(ConfigError, match="unknown stream 'nope'"):
         alembic_schemas.current(streams=["nope"], config=project.root)
-    monkeypatch.setenv("ALEMBIC_SCHEMAS_URL", f"postgresql://x@127.0.0.1:{_closed_port()}/x")
+    monkeypatch.setenv("ALEMBIC_SCHEMAS_URL", f"postgresql://x@127.0.0.1:{closed_port()}/x")
     with pytest.raises(DatabaseError, match="cannot connect to"):
         alembic_schemas.current(config=project.root)
     assert RevisionError.exit_code == ConfigError.exit_code == 2

@@ -1,7 +1,7 @@
 """Fleet upgrade of a tenant stream (issue 4): plan, one transaction per tenant, failures, the
 run record, locking between concurrent runs, shards, output and offline SQL.
 
-The tenant stream has a small hand-written history:
+The tenant stream has a small hand-written history (tests/fixtures/fleet):
 
 * ``r1`` creates ``item`` (replayable SQL);
 * ``r2`` creates ``audit``, then a data migration that divides by zero when ``item`` holds a
@@ -20,13 +20,12 @@ import json
 import os
 import pty
 import re
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,124 +34,55 @@ import sqlalchemy as sa
 
 import alembic_schemas
 from alembic_schemas import command, database, identifiers, locks
+from alembic_schemas.config import URL_ENV
 from alembic_schemas.errors import ConfigError, MigrationFailed
 from alembic_schemas.executor import Action, Executor
 from alembic_schemas.streams import streams_of
 
-from conftest import ProjectDir
+from helpers import (
+    HANG,
+    OF_APP,
+    TENANT_STREAM,
+    Catalog,
+    ProjectDir,
+    closed_port,
+    config_toml,
+    create_schemas,
+    finish,
+    tenant_names,
+    wait_for,
+    with_app_name,
+)
 
 STREAM = "tenant"
-
-CONFIG = """
-[tool.alembic-schemas]
-script_location = "migrations"
-lock_timeout = "{lock_timeout}"
-lock_retries = {lock_retries}
-
-[tool.alembic-schemas.streams.tenant]
-tenants = "like:t_%"
-"""
-
-LOG = "INSERT INTO fleet_log.applied (tenant, revision) VALUES (current_schema(), '{rev}')"
-
-R1 = f'''
-"""item"""
-import sqlalchemy as sa
-from alembic import op
-
-revision = "r1"
-down_revision = None
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.create_table(
-        "item",
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("name", sa.Text, nullable=False),
-    )
-    op.execute("{LOG.format(rev="r1")}")
-
-
-def downgrade() -> None:
-    op.drop_table("item")
-'''
-
-R2 = f'''
-"""audit, and a data migration that fails on a poison row"""
-import sqlalchemy as sa
-from alembic import op
-
-revision = "r2"
-down_revision = "r1"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.create_table(
-        "audit",
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("note", sa.Text),
-    )
-    op.execute("{LOG.format(rev="r2")}")
-    op.execute(
-        "UPDATE item SET name = name || (1 / (CASE WHEN name = 'poison' THEN 0 ELSE 1 END))"
-    )
-
-
-def downgrade() -> None:
-    op.drop_table("audit")
-'''
-
-R3 = f'''
-"""reads the tenant: runs through Alembic online"""
-import sqlalchemy as sa
-from alembic import op
-
-revision = "r3"
-down_revision = "r2"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    if op.get_context().as_sql:
-        op.execute("{LOG.format(rev="r3")}")
-        return
-    bind = op.get_bind()
-    items = bind.execute(sa.text("SELECT count(*) FROM item")).scalar_one()
-    bind.execute(sa.text("{LOG.format(rev="r3")}"))
-    bind.execute(sa.text("INSERT INTO audit (note) VALUES (:note)"), {{"note": f"{{items}} items"}})
-
-
-def downgrade() -> None:
-    pass
-'''
 
 REVISIONS = ("r1", "r2", "r3")
 TABLES_AT = {"r1": {"item"}, "r2": {"item", "audit"}, "r3": {"item", "audit"}}
 
 
 def _names(n: int) -> list[str]:
-    return [f"t_{i:03d}" for i in range(n)]
+    return tenant_names(n)
 
 
 @dataclass
 class Fleet:
-    """A project with the tenant stream above, on the test's database."""
+    """A project with the tenant stream of tests/fixtures/fleet, on the test's database."""
 
     project: ProjectDir
-    db: sa.Engine
+    catalog: Catalog
 
     @property
     def root(self) -> Path:
         return self.project.root
 
+    @property
+    def db(self) -> sa.Engine:
+        return self.catalog.db
+
     def configure(self, *, lock_timeout: str = "5s", lock_retries: int = 3) -> None:
         self.project.write(
-            "pyproject.toml", CONFIG.format(lock_timeout=lock_timeout, lock_retries=lock_retries)
+            "pyproject.toml",
+            config_toml(TENANT_STREAM, lock_timeout=lock_timeout, lock_retries=lock_retries),
         )
 
     def make_tenants(
@@ -161,10 +91,7 @@ class Fleet:
         """Create tenant schemas in one batch: bare (no version table), or as if at ``at``."""
         poisoned = set(poison)
         sql: list[str] = []
-        for name in names:
-            sql.append(f"CREATE SCHEMA {identifiers.quote(name)}")
-            if at is None:
-                continue
+        for name in names if at is not None else ():
             table = identifiers.qualified
             sql.append(
                 f"CREATE TABLE {table(name, 'item')} (id serial PRIMARY KEY, name text NOT NULL)"
@@ -181,8 +108,7 @@ class Fleet:
             sql.append(f"INSERT INTO {table(name, 'item')} (name) VALUES ('a'), ('b')")
             if name in poisoned:
                 sql.append(f"INSERT INTO {table(name, 'item')} (name) VALUES ('poison')")
-        with self.db.connect() as conn:
-            conn.exec_driver_sql(";\n".join(sql))
+        create_schemas(self.db, names, *sql)
 
     def cure(self, tenant: str) -> None:
         with self.db.connect() as conn:
@@ -192,27 +118,10 @@ class Fleet:
 
     def versions(self) -> dict[str, str | None]:
         """Each tenant's version (None: no version table)."""
-        out: dict[str, str | None] = {}
-        with self.db.connect() as conn:
-            tenants = conn.scalars(
-                sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'")
-            ).all()
-            for t in tenants:
-                vt = identifiers.qualified(t, "alembic_version")
-                if conn.scalar(sa.text("SELECT to_regclass(:vt)"), {"vt": vt}) is None:
-                    out[t] = None
-                else:
-                    out[t] = conn.exec_driver_sql(f"SELECT version_num FROM {vt}").scalar_one()
-        return out
+        return {t: (rows[0] if rows else None) for t, rows in self.catalog.version_rows().items()}
 
     def tables(self) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = {}
-        with self.db.connect() as conn:
-            for schema, table in conn.execute(
-                sa.text("SELECT schemaname, tablename FROM pg_tables WHERE schemaname LIKE 't\\_%'")
-            ):
-                out.setdefault(schema, set()).add(table)
-        return out
+        return self.catalog.tables_like()
 
     def log(self) -> list[tuple[str, str]]:
         """Every (tenant, revision) row of the shared log, duplicates included."""
@@ -229,42 +138,24 @@ class Fleet:
         with self.db.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(sa.text(query + " ORDER BY id"), params)]
 
-    def env(self, **extra: str) -> dict[str, str]:
-        return {**os.environ, "ALEMBIC_SCHEMAS_URL": self.project.url, **extra}
-
-    def cli(self, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "alembic_schemas", *args],
-            cwd=self.root,
-            env=self.env(**env),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def spawn(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "alembic_schemas", *args],
-            cwd=self.root,
-            env=self.env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    def cli(self, *args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
+        return self.project.cli(*args, url=url)
 
 
-@pytest.fixture
-def fleet(project_dir: ProjectDir, db: sa.Engine) -> Fleet:
-    f = Fleet(project_dir, db)
-    f.configure()
-    alembic_schemas.init(project_dir.root)
-    versions = project_dir.root / "migrations" / STREAM / "versions"
-    for name, text in (("r1_item.py", R1), ("r2_audit.py", R2), ("r3_online.py", R3)):
-        (versions / name).write_text(text.lstrip(), encoding="utf-8")
+def _fleet_log(db: sa.Engine) -> None:
     with db.connect() as conn:
         conn.exec_driver_sql(
             "CREATE SCHEMA fleet_log; CREATE TABLE fleet_log.applied (tenant text, revision text)"
         )
+
+
+@pytest.fixture
+def fleet(project_dir: ProjectDir, catalog: Catalog) -> Fleet:
+    f = Fleet(project_dir, catalog)
+    f.configure()
+    alembic_schemas.init(project_dir.root)
+    project_dir.install("fleet", "r1_item", "r2_audit", "r3_online")
+    _fleet_log(catalog.db)
     return f
 
 
@@ -466,8 +357,9 @@ def test_two_concurrent_upgrades_both_succeed_and_apply_every_revision_once(
     names = _names(100)
     fleet.make_tenants(names)
 
-    procs = [fleet.spawn("upgrade", target, "--json"), fleet.spawn("upgrade", target, "--json")]
-    outputs = [p.communicate(timeout=240) for p in procs]
+    apps = ["as_first", "as_second"]
+    procs = [fleet.project.spawn("upgrade", target, "--json", app=app) for app in apps]
+    outputs = [finish(p) for p in procs]
 
     for p, (_, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err
@@ -486,8 +378,19 @@ def test_two_concurrent_upgrades_both_succeed_and_apply_every_revision_once(
     )
 
 
+def _waited_longer_than(catalog: Catalog, app: str, seconds: float) -> bool:
+    """A backend of ``app`` has been in its transaction for ``seconds`` (server clock)."""
+    found = catalog.scalar(
+        f"SELECT count(*) FROM pg_stat_activity WHERE {OF_APP}"
+        " AND now() - xact_start > make_interval(secs => :s)",
+        app=app,
+        s=seconds,
+    )
+    return found == 1
+
+
 def test_a_tenant_held_by_another_run_is_deferred_then_waited_for_past_lock_timeout(
-    fleet: Fleet,
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     names = _names(8)
     fleet.make_tenants(names, at="r1")
@@ -500,16 +403,24 @@ def test_a_tenant_held_by_another_run_is_deferred_then_waited_for_past_lock_time
             others_done.set()
 
     fleet.configure(lock_timeout="200ms", lock_retries=2)
+    monkeypatch.setenv(URL_ENV, with_app_name(fleet.project.url, "as_waiting"))
     holder = fleet.db.connect().execution_options(isolation_level="READ COMMITTED")
     holder_tx = holder.begin()
     locks.lock(holder, STREAM, "t_000")  # as another run migrating t_000 would
 
-    def release_when_others_done() -> None:
-        others_done.wait(60)
-        time.sleep(1.5)  # the other run is slow: longer than lock_timeout x lock_retries
-        holder_tx.rollback()
+    def release_once_waited_long() -> None:
+        # The other run is slow: the waiting one has waited longer than lock_timeout x
+        # lock_retries (0.4 s) when it lets go.
+        try:
+            others_done.wait(HANG)
+            wait_for(
+                "a wait past lock_timeout",
+                partial(_waited_longer_than, fleet.catalog, "as_waiting", 1.0),
+            )
+        finally:
+            holder_tx.rollback()
 
-    releaser = threading.Thread(target=release_when_others_done)
+    releaser = threading.Thread(target=release_once_waited_long)
     releaser.start()
     try:
         report = alembic_schemas.upgrade("r2", jobs=2, on_result=on_result, config=fleet.root)
@@ -535,7 +446,7 @@ def test_a_locked_table_fails_its_tenant_with_a_lock_timeout_after_the_retries(
             f"LOCK TABLE {identifiers.qualified('t_003', 'item')} IN ACCESS EXCLUSIVE MODE"
         )
         # Returning at all while the lock is still held shows the wait is bounded.
-        proc = fleet.cli("upgrade", target, "--max-failures", "5", timeout=60)
+        proc = fleet.cli("upgrade", target, "--max-failures", "5")
         holder.exec_driver_sql("ROLLBACK")
 
     assert proc.returncode == 1, proc.stderr
@@ -548,7 +459,7 @@ def test_a_locked_table_fails_its_tenant_with_a_lock_timeout_after_the_retries(
 
 
 def test_named_stream_concurrent_upgrades_both_succeed_and_apply_once(
-    project_dir: ProjectDir, db: sa.Engine
+    project_dir: ProjectDir, catalog: Catalog
 ) -> None:
     project_dir.write(
         "pyproject.toml",
@@ -561,43 +472,23 @@ def test_named_stream_concurrent_upgrades_both_succeed_and_apply_once(
         """,
     )
     alembic_schemas.init(project_dir.root)
-    project_dir.write(
-        "migrations/shared/versions/s1_slow.py",
-        '''
-        """slow enough for the two runs to overlap"""
-        from alembic import op
+    project_dir.install("gated_named")
+    _fleet_log(catalog.db)
 
-        revision = "s1"
-        down_revision = None
-        branch_labels = None
-        depends_on = None
+    with catalog.db.connect() as gate:
+        gate.exec_driver_sql("SELECT pg_advisory_lock(4242)")
+        first = project_dir.spawn("upgrade", app="as_first")
+        wait_for("the first run at the gate", catalog.waiting_for_lock("as_first"))
+        second = project_dir.spawn("upgrade", app="as_second")
+        wait_for("the second run to wait for the first", catalog.waiting_for_lock("as_second"))
+        gate.exec_driver_sql("SELECT pg_advisory_unlock(4242)")
+        outputs = [finish(p) for p in (first, second)]
 
-
-        def upgrade() -> None:
-            op.execute("SELECT pg_sleep(1)")
-            op.execute("INSERT INTO fleet_log.applied VALUES ('shared', 's1')")
-
-
-        def downgrade() -> None:
-            pass
-        ''',
-    )
-    with db.connect() as conn:
-        conn.exec_driver_sql(
-            "CREATE SCHEMA fleet_log; CREATE TABLE fleet_log.applied (tenant text, revision text)"
-        )
-    fleet = Fleet(project_dir, db)
-
-    procs = [fleet.spawn("upgrade"), fleet.spawn("upgrade")]
-    outputs = [p.communicate(timeout=120) for p in procs]
-
-    for p, (_, err) in zip(procs, outputs, strict=True):
+    for p, (_, err) in zip((first, second), outputs, strict=True):
         assert p.returncode == 0, err
-    assert fleet.log() == [("shared", "s1")]
-    with db.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM shared.alembic_version").all() == [
-            ("s1",)
-        ]
+    assert Fleet(project_dir, catalog).log() == [("shared", "s1")]
+    assert catalog.version_rows("shared") == {"shared": ["s1"]}
+    catalog.assert_no_advisory_lock("as_first", "as_second")
 
 
 # --- shards -------------------------------------------------------------------------------
@@ -640,7 +531,12 @@ def test_progress_is_a_rich_bar_on_a_terminal(fleet: Fleet) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "alembic_schemas", "upgrade", "r1"],
         cwd=fleet.root,
-        env=fleet.env(TERM="xterm-256color", COLUMNS="120"),
+        env={
+            **os.environ,
+            "ALEMBIC_SCHEMAS_URL": fleet.project.url,
+            "TERM": "xterm-256color",
+            "COLUMNS": "120",
+        },
         stdout=subprocess.PIPE,
         stderr=slave,
         text=True,
@@ -660,7 +556,7 @@ def test_progress_is_a_rich_bar_on_a_terminal(fleet: Fleet) -> None:
 
     reader = threading.Thread(target=read)
     reader.start()
-    out, _ = proc.communicate(timeout=120)
+    out, _ = finish(proc)
     reader.join(10)
     os.close(master)
     terminal = b"".join(chunks).decode("utf-8", "replace")
@@ -673,12 +569,6 @@ def test_progress_is_a_rich_bar_on_a_terminal(fleet: Fleet) -> None:
 
 
 # --- offline SQL --------------------------------------------------------------------------
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _sections(text: str) -> dict[str, str]:
@@ -695,13 +585,12 @@ def _sections(text: str) -> dict[str, str]:
 
 
 def test_sql_writes_each_tenant_without_touching_the_database(fleet: Fleet) -> None:
-    nowhere = f"postgresql+psycopg://nobody@127.0.0.1:{_closed_port()}/nothing"
+    nowhere = f"postgresql+psycopg://nobody@127.0.0.1:{closed_port()}/nothing"
     tenants: Sequence[str] = ("t_a", "t_B b")  # the second needs quoting
 
     proc = fleet.cli(
-        "upgrade", "--sql", "--tenant", tenants[0], "--tenant", tenants[1],
-        ALEMBIC_SCHEMAS_URL=nowhere,
-    )  # fmt: skip
+        "upgrade", "--sql", "--tenant", tenants[0], "--tenant", tenants[1], url=nowhere
+    )
 
     assert proc.returncode == 0, proc.stderr
     sections = _sections(proc.stdout)
@@ -722,32 +611,12 @@ def test_sql_writes_each_tenant_without_touching_the_database(fleet: Fleet) -> N
     assert fleet.versions() == {t: "r3" for t in tenants}
     assert fleet.log() == sorted((t, r) for t in tenants for r in REVISIONS)
 
-    proc = fleet.cli("upgrade", "--sql", ALEMBIC_SCHEMAS_URL=nowhere)
+    proc = fleet.cli("upgrade", "--sql", url=nowhere)
     assert proc.returncode == 2 and "--tenant" in proc.stderr
 
 
-R4_TAB = '''
-"""writes a tab, which Alembic's offline output would turn into four spaces"""
-from alembic import op
-
-revision = "r4"
-down_revision = "r3"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.execute("INSERT INTO item (name) VALUES ('a\\tb')")
-    op.execute("INSERT INTO item (name) VALUES ('plain')")
-
-
-def downgrade() -> None:
-    pass
-'''
-
-
 def test_a_tab_in_a_revision_reaches_every_tenant_unchanged(fleet: Fleet) -> None:
-    (fleet.root / "migrations" / STREAM / "versions" / "r4_tab.py").write_text(R4_TAB.lstrip())
+    fleet.project.install("fleet", "r4_tab")
     names = _names(3)
     fleet.make_tenants(names, at="r3")
     command.upgrade(streams=[STREAM], config=fleet.root)

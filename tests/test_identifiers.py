@@ -3,29 +3,28 @@
 For arbitrary text, :func:`identifiers.quote` either refuses the name (with a one-line reason
 that really applies) or the tool's own statements, run by PostgreSQL inside a transaction that
 is rolled back, create, pin and query exactly a schema of that name and nothing else.
-``ALEMBIC_SCHEMAS_HYPOTHESIS_EXAMPLES=N`` runs N examples instead of the quick default.
+``ALEMBIC_SCHEMAS_HYPOTHESIS_EXAMPLES=N`` runs N examples instead of the quick default
+(tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import operator
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 
 from alembic_schemas import database, identifiers, versions
 from alembic_schemas.config import Project, StreamConfig
 from alembic_schemas.runtime import schema as schema_tx
 from alembic_schemas.streams import Stream
 
-EXAMPLES = int(os.environ.get("ALEMBIC_SCHEMAS_HYPOTHESIS_EXAMPLES") or 200)
+from helpers import scratch_connection
 
 TRICKY = "\"';,. $%\\-_()[]{}*/\n\t\r" + "aAzZ09éßİı日本\u200b\u0301\U0001f600"
 names = st.one_of(
@@ -44,20 +43,8 @@ names = st.one_of(
 @pytest.fixture(scope="module")
 def conn(admin_engine: sa.Engine, server_url: str) -> Iterator[Connection]:
     """One connection to a throw-away database; every example rolls back."""
-    name = "ident_" + uuid.uuid4().hex[:12]
-    with admin_engine.connect() as admin:
-        admin.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    url = make_url(server_url).set(database=name)
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
-    engine = database.create_engine(url.render_as_string(hide_password=False))
-    try:
-        with engine.connect() as connection:
-            yield connection
-    finally:
-        engine.dispose()
-        with admin_engine.connect() as admin:
-            admin.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_connection(admin_engine, server_url, "ident_") as connection:
+        yield connection
 
 
 def _stream() -> Stream:
@@ -90,11 +77,6 @@ def _schemas(c: Connection) -> set[str]:
     return set(c.execute(sa.text("SELECT nspname FROM pg_catalog.pg_namespace")).scalars())
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
 @given(name=names)
 @example(name='"; DROP SCHEMA public CASCADE; --')
 @example(name="x'); SELECT pg_sleep(10); --")

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from alembic import command
 
 import alembic_schemas
-from alembic_schemas import database
+from alembic_schemas import database, pytest_plugin
 
-from conftest import ProjectDir
+from helpers import Catalog, ProjectDir
 
 SEED = Path(__file__).resolve().parent.parent / "examples" / "seed"
 
@@ -60,15 +60,11 @@ def _alembic(
 
 
 def _versions(db: sa.Engine, schema: str) -> list[str] | None:
-    if not sa.inspect(db).has_table("alembic_version", schema=schema):
-        return None
-    with db.connect() as conn:
-        table = sa.table("alembic_version", sa.column("version_num"), schema=schema)
-        return sorted(conn.scalars(sa.select(table.c.version_num)))
+    return Catalog(db).versions(schema)
 
 
 def _tables(db: sa.Engine, schema: str) -> set[str]:
-    return set(sa.inspect(db).get_table_names(schema=schema))
+    return Catalog(db).tables(schema)
 
 
 def test_plain_alembic_command_line_on_a_stream_folder(seed: ProjectDir, db: sa.Engine) -> None:
@@ -151,23 +147,13 @@ def test_alembic_config_runs_on_a_given_connection(seed: ProjectDir, db: sa.Engi
     assert _versions(db, "myschema") == ["ms1"]
 
 
-PLUGIN_CONFTEST = """
-import pytest
+def _documented_conftest() -> str:
+    """The conftest.py the plugin's docstring shows for one stream, as written there: the test
+    runs what the documentation says."""
+    doc = pytest_plugin.__doc__ or ""
+    block = doc.split("in ``tests/conftest.py``::\n", 1)[1].split("\nthen run ", 1)[0]
+    return textwrap.dedent(block)
 
-from alembic_schemas.pytest_plugin import stream_config
-
-pytest_plugins = ["alembic_schemas.pytest_plugin"]
-
-
-@pytest.fixture
-def alembic_config():
-    return stream_config("myschema")
-
-
-@pytest.fixture
-def alembic_engine(alembic_schemas_engine):
-    return alembic_schemas_engine
-"""
 
 # A second stream in the same session, through pytest-alembic's create_alembic_fixture.
 PLUGIN_SECOND_STREAM = """
@@ -270,7 +256,9 @@ def test_pytest_alembic_built_in_tests_pass_on_the_seed_example(
         dirs_exist_ok=True,
         ignore=shutil.ignore_patterns("__pycache__", ".alembic-schemas"),
     )
-    seed.write("tests/conftest.py", PLUGIN_CONFTEST if conftest == "plugin" else RAW_CONFTEST)
+    seed.write(
+        "tests/conftest.py", _documented_conftest() if conftest == "plugin" else RAW_CONFTEST
+    )
     if conftest == "plugin":
         seed.write("tests/test_schema1_migrations.py", PLUGIN_SECOND_STREAM)
     proc = _pytest_alembic(seed)

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
-import sys
-import textwrap
 import threading
 import uuid
 from pathlib import Path
@@ -28,178 +25,19 @@ from alembic_schemas.cli import cli as cli_main
 from alembic_schemas.config import URL_ENV
 from alembic_schemas.errors import AlembicSchemasError
 
-from conftest import ProjectDir
+from helpers import Catalog, ProjectDir, finish
 
 HEAD = "ten05"
+LIFECYCLE_WITHOUT_BIND = ("shared01", "ten01", "ten02", "ten03", "ten05")
 
-REVISION = '''"""{message}
+# The history: tests/fixtures/lifecycle. It exercises what a snapshot must carry over: an enum
+# that gains a label in the middle, an identity column, a SERIAL, a free-standing sequence used
+# by a default, added, dropped and retyped columns, a FK to the named schema, unique/check
+# constraints, plain, unique and partial indexes, server defaults, a table comment, a grant,
+# seed rows written by op.bulk_insert (with text that looks like SQL, psql commands and
+# placeholders), a data migration through op.get_bind() (ten04), and a table created and
+# dropped again.
 
-Revision ID: {rev}
-Revises: {down}
-"""
-
-import sqlalchemy as sa
-from alembic import op
-from sqlalchemy.dialects import postgresql
-
-revision = {rev!r}
-down_revision = {down!r}
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-{body}
-
-
-def downgrade() -> None:
-    raise NotImplementedError
-'''
-
-SHARED_REVISIONS = [
-    (
-        "shared01",
-        "plans",
-        """
-        op.create_table(
-            "plan",
-            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-            sa.Column("name", sa.String(50), nullable=False),
-            sa.UniqueConstraint("name", name="uq_plan_name"),
-            schema="shared",
-        )
-        plan = sa.table("plan", sa.column("id"), sa.column("name"), schema="shared")
-        op.bulk_insert(plan, [{"id": 1, "name": "free"}, {"id": 2, "name": "pro"}])
-        """,
-    )
-]
-
-# A history that exercises what a snapshot must carry over: an enum that gains a label in the
-# middle, an identity column, a SERIAL, a free-standing sequence used by a default, added,
-# dropped and retyped columns, a FK to the named schema, unique/check constraints, plain,
-# unique and partial indexes, server defaults, a table comment, a grant, seed rows written by
-# op.bulk_insert (with text that looks like SQL, psql commands and placeholders), a data
-# migration through op.get_bind(), and a table created and dropped again.
-TENANT_REVISIONS = [
-    (
-        "ten01",
-        "account and role enum",
-        """
-        op.execute("CREATE TYPE account_role AS ENUM ('owner', 'member')")
-        role = postgresql.ENUM("owner", "member", name="account_role", create_type=False)
-        op.create_table(
-            "account",
-            sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-            sa.Column("email", sa.String(200), nullable=False),
-            sa.Column("role", role, nullable=False, server_default="member"),
-            sa.Column("plan_id", sa.Integer, nullable=False),
-            sa.Column(
-                "created_at",
-                sa.DateTime(timezone=True),
-                server_default=sa.func.now(),
-                nullable=False,
-            ),
-            sa.Column("legacy", sa.Text),
-            sa.ForeignKeyConstraint(["plan_id"], ["shared.plan.id"], name="fk_account_plan"),
-            sa.UniqueConstraint("email", name="uq_account_email"),
-            sa.CheckConstraint("length(email) > 3", name="ck_account_email"),
-            comment="people who sign in",
-        )
-        op.create_index("ix_account_created_at", "account", ["created_at"])
-        """,
-    ),
-    (
-        "ten02",
-        "nickname, drop legacy, invoices",
-        """
-        op.add_column(
-            "account", sa.Column("nickname", sa.String(50), server_default="anon", nullable=False)
-        )
-        op.drop_column("account", "legacy")
-        op.alter_column(
-            "account",
-            "email",
-            type_=sa.String(320),
-            existing_type=sa.String(200),
-            existing_nullable=False,
-        )
-        op.execute("CREATE SEQUENCE invoice_number_seq START WITH 1000 INCREMENT BY 5")
-        op.create_table(
-            "invoice",
-            sa.Column("id", sa.Integer, primary_key=True),
-            sa.Column("account_id", sa.BigInteger, nullable=False),
-            sa.Column(
-                "number",
-                sa.BigInteger,
-                server_default=sa.text("nextval('invoice_number_seq')"),
-                nullable=False,
-            ),
-            sa.Column("amount", sa.Numeric(12, 2), server_default="0", nullable=False),
-            sa.Column("status", sa.String(10), server_default="open", nullable=False),
-            sa.ForeignKeyConstraint(
-                ["account_id"], ["account.id"], name="fk_invoice_account", ondelete="CASCADE"
-            ),
-            sa.CheckConstraint("amount >= 0", name="ck_invoice_amount"),
-            sa.CheckConstraint("status IN ('open', 'paid', 'void')", name="ck_invoice_status"),
-        )
-        op.create_index(
-            "ix_invoice_account_number", "invoice", ["account_id", "number"], unique=True
-        )
-        """,
-    ),
-    (
-        "ten03",
-        "settings seed and admin role",
-        """
-        setting = op.create_table(
-            "setting",
-            sa.Column("key", sa.String(100), primary_key=True),
-            sa.Column("value", sa.Text, nullable=False),
-        )
-        op.bulk_insert(
-            setting,
-            [
-                {"key": "currency", "value": "EUR"},
-                {"key": "percent", "value": "100% of %s and %(x)s"},
-                {"key": "multiline", "value": "one\\nSET work_mem = '1GB';\\n\\\\. two\\n\\\\connect x"},
-                {"key": "ünïcode", "value": "ünïcödé ✓ 'single' \\"double\\" $$dollar$$ ; -- /*"},
-            ],
-        )
-        op.execute("ALTER TYPE account_role ADD VALUE 'admin' BEFORE 'member'")
-        """,
-    ),
-    (
-        "ten04",
-        "data migration through get_bind",
-        """
-        bind = op.get_bind()
-        count = bind.execute(sa.text("SELECT count(*) FROM setting")).scalar_one()
-        bind.execute(
-            sa.text("INSERT INTO setting (key, value) VALUES ('seeded_count', :n)"),
-            {"n": str(count)},
-        )
-        """,
-    ),
-    (
-        "ten05",
-        "churn, partial index, grant",
-        """
-        op.create_table("scratch", sa.Column("id", sa.Integer, primary_key=True))
-        op.add_column("invoice", sa.Column("note", sa.Text))
-        op.create_index(
-            "ix_account_nickname",
-            "account",
-            ["nickname"],
-            postgresql_where=sa.text("nickname <> 'anon'"),
-        )
-        op.drop_column("invoice", "note")
-        op.drop_table("scratch")
-        op.execute("GRANT SELECT ON setting TO PUBLIC")
-        """,
-    ),
-]
-
-# The models at head (tenant tables with schema=None; shared.plan copied in for the FK).
 MODELS = """
 import sqlalchemy as sa
 
@@ -273,21 +111,6 @@ sa.Table(
 """
 
 
-def write_revisions(root: Path, stream: str, revisions: list[tuple[str, str, str]]) -> None:
-    versions = root / "migrations" / stream / "versions"
-    versions.mkdir(parents=True, exist_ok=True)
-    down: str | None = None
-    for rev, message, body in revisions:
-        text = REVISION.format(
-            message=message,
-            rev=rev,
-            down=down,
-            body=textwrap.indent(textwrap.dedent(body).strip(), "    "),
-        )
-        (versions / f"{rev}.py").write_text(text, encoding="utf-8")
-        down = rev
-
-
 def make_project(project_dir: ProjectDir, *, with_bind: bool = True) -> Path:
     """A shared schema stream (plans) and a tenant stream over ``like:tenant%``, with the
     shared stream at head. ``with_bind=False`` leaves out the get_bind data migration, so
@@ -312,9 +135,10 @@ def make_project(project_dir: ProjectDir, *, with_bind: bool = True) -> Path:
         """,
     )
     alembic_schemas.init(root)
-    revisions = [r for r in TENANT_REVISIONS if with_bind or r[0] != "ten04"]
-    write_revisions(root, "shared", SHARED_REVISIONS)
-    write_revisions(root, "tenant", revisions)
+    project_dir.install("lifecycle", *([] if with_bind else LIFECYCLE_WITHOUT_BIND))
+    if not with_bind:
+        ten05 = root / "migrations" / "tenant" / "versions" / "ten05.py"
+        ten05.write_text(ten05.read_text().replace('"ten04"', '"ten03"'), encoding="utf-8")
     alembic_schemas.upgrade(streams=["shared"], config=root)
     return root
 
@@ -325,36 +149,13 @@ def project(project_dir: ProjectDir) -> ProjectDir:
     return project_dir
 
 
-def cli(
-    project: ProjectDir, *args: str, url: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """The CLI as a user runs it from a script: stdin is not a terminal."""
-    return subprocess.run(
-        [sys.executable, "-m", "alembic_schemas", *args],
-        cwd=project.root,
-        env={**os.environ, URL_ENV: url or project.url},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def ok(proc: subprocess.CompletedProcess[str]) -> str:
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
 
 def schemas(db: sa.Engine) -> set[str]:
-    with db.connect() as conn:
-        return set(
-            conn.scalars(
-                sa.text(
-                    "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname !~ '^pg_' "
-                    "AND nspname <> 'information_schema'"
-                )
-            )
-        )
+    return Catalog(db).user_schemas()
 
 
 def versions(db: sa.Engine, schema: str) -> list[str]:
@@ -586,7 +387,7 @@ def test_provisioned_tenant_is_identical_to_one_migrated_revision_by_revision(
     assert dropped_columns(db, "tenant_step") > 0
     assert dropped_columns(db, "tenant_snap") == 0
 
-    assert ok(cli(project_dir, "check", "-s", "tenant")).count("models match the database") == 3
+    assert ok(project_dir.cli("check", "-s", "tenant")).count("models match the database") == 3
 
 
 # --- CLI ---------------------------------------------------------------------------------------
@@ -595,16 +396,16 @@ def test_provisioned_tenant_is_identical_to_one_migrated_revision_by_revision(
 def test_tenants_create_provisions_at_head_and_list_shows_revision_and_pending(
     project: ProjectDir, db: sa.Engine
 ) -> None:
-    out = ok(cli(project, "tenants", "create", "tenant_a"))
+    out = ok(project.cli("tenants", "create", "tenant_a"))
     assert out.strip().startswith(f"created tenant tenant_a at {HEAD}")
     assert versions(db, "tenant_a") == [HEAD]
     assert tables(db, "tenant_a") == {"account", "invoice", "setting", "alembic_version"}
-    assert "models match the database" in ok(cli(project, "check", "-s", "tenant"))
+    assert "models match the database" in ok(project.cli("check", "-s", "tenant"))
 
     alembic_schemas.upgrade("ten02", streams=["tenant"], tenants=["tenant_b"], config=project.root)
-    lines = ok(cli(project, "tenants", "list")).splitlines()
+    lines = ok(project.cli("tenants", "list")).splitlines()
     assert lines == [f"tenant_a\t{HEAD}\t0 pending", "tenant_b\tten02\t3 pending"]
-    listed = json.loads(ok(cli(project, "tenants", "list", "--json")))
+    listed = json.loads(ok(project.cli("tenants", "list", "--json")))
     assert listed == [
         {"stream": "tenant", "tenant": "tenant_a", "current": [HEAD], "pending": 0},
         {"stream": "tenant", "tenant": "tenant_b", "current": ["ten02"], "pending": 3},
@@ -612,17 +413,17 @@ def test_tenants_create_provisions_at_head_and_list_shows_revision_and_pending(
 
 
 def test_tenants_list_says_so_when_there_are_none(project: ProjectDir) -> None:
-    assert ok(cli(project, "tenants", "list")).strip() == "no tenants"
-    assert json.loads(ok(cli(project, "tenants", "list", "--json"))) == []
+    assert ok(project.cli("tenants", "list")).strip() == "no tenants"
+    assert json.loads(ok(project.cli("tenants", "list", "--json"))) == []
 
 
 def test_tenants_create_refuses_an_existing_schema_in_one_line(
     project: ProjectDir, db: sa.Engine
 ) -> None:
-    ok(cli(project, "tenants", "create", "tenant_a"))
+    ok(project.cli("tenants", "create", "tenant_a"))
     with db.connect() as conn:
         conn.execute(sa.text("INSERT INTO tenant_a.setting VALUES ('mine', 'kept')"))
-    proc = cli(project, "tenants", "create", "tenant_a")
+    proc = project.cli("tenants", "create", "tenant_a")
     assert proc.returncode in (1, 2)
     assert proc.stderr.strip().splitlines() == [
         "alembic-schemas: error: schema 'tenant_a' already exists"
@@ -636,7 +437,7 @@ def test_tenants_create_refuses_an_existing_schema_in_one_line(
 def test_tenants_create_replay_migrates_revision_by_revision(
     project: ProjectDir, db: sa.Engine
 ) -> None:
-    out = ok(cli(project, "tenants", "create", "tenant_r", "--replay"))
+    out = ok(project.cli("tenants", "create", "tenant_r", "--replay"))
     assert out.startswith(f"created tenant tenant_r at {HEAD}")
     assert versions(db, "tenant_r") == [HEAD]
     assert dropped_columns(db, "tenant_r") > 0  # really replayed: the dropped column is there
@@ -646,17 +447,17 @@ def test_tenants_create_replay_migrates_revision_by_revision(
 def test_tenants_drop_needs_yes_when_stdin_is_not_a_terminal(
     project: ProjectDir, db: sa.Engine
 ) -> None:
-    ok(cli(project, "tenants", "create", "tenant_a"))
-    proc = cli(project, "tenants", "drop", "tenant_a")
+    ok(project.cli("tenants", "create", "tenant_a"))
+    proc = project.cli("tenants", "drop", "tenant_a")
     assert proc.returncode == 2
     assert "--yes" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "tenant_a" in schemas(db)
 
-    assert ok(cli(project, "tenants", "drop", "tenant_a", "--yes")).strip() == (
+    assert ok(project.cli("tenants", "drop", "tenant_a", "--yes")).strip() == (
         "dropped tenant tenant_a"
     )
     assert "tenant_a" not in schemas(db)
-    assert ok(cli(project, "tenants", "list")).strip() == "no tenants"
+    assert ok(project.cli("tenants", "list")).strip() == "no tenants"
 
 
 def test_tenants_drop_refuses_names_the_source_does_not_list_unless_forced(
@@ -665,18 +466,18 @@ def test_tenants_drop_refuses_names_the_source_does_not_list_unless_forced(
     with db.connect() as conn:
         conn.exec_driver_sql("CREATE SCHEMA billing")
         conn.exec_driver_sql("CREATE TABLE billing.ledger (id int)")
-    proc = cli(project, "tenants", "drop", "billing", "--yes")
+    proc = project.cli("tenants", "drop", "billing", "--yes")
     assert proc.returncode == 2
     assert "not a tenant of stream 'tenant'" in proc.stderr and "--force" in proc.stderr
     assert "billing" in schemas(db)
 
-    ok(cli(project, "tenants", "drop", "billing", "--yes", "--force"))
+    ok(project.cli("tenants", "drop", "billing", "--yes", "--force"))
     assert "billing" not in schemas(db)
-    proc = cli(project, "tenants", "drop", "billing", "--yes", "--force")
+    proc = project.cli("tenants", "drop", "billing", "--yes", "--force")
     assert proc.returncode == 1 and "does not exist" in proc.stderr
 
     # Not even --force drops a schema the tool manages for a named stream.
-    proc = cli(project, "tenants", "drop", "shared", "--yes", "--force")
+    proc = project.cli("tenants", "drop", "shared", "--yes", "--force")
     assert proc.returncode == 2 and "schema of stream 'shared'" in proc.stderr
     assert "shared" in schemas(db)
 
@@ -723,7 +524,7 @@ def test_unusual_names_are_provisioned_and_dropped_exactly_as_written(
         "tenant's, \\ $$",
     ]
     before = schemas(db)
-    ok(cli(project, "tenants", "create", names[0]))
+    ok(project.cli("tenants", "create", names[0]))
     for name in names[1:]:
         tenants.create(name, config=project.root)
     assert schemas(db) == before | set(names)
@@ -732,9 +533,9 @@ def test_unusual_names_are_provisioned_and_dropped_exactly_as_written(
         assert tables(db, name) == {"account", "invoice", "setting", "alembic_version"}
     assert tables(db, "public") == set()
 
-    listed = [t["tenant"] for t in json.loads(ok(cli(project, "tenants", "list", "--json")))]
+    listed = [t["tenant"] for t in json.loads(ok(project.cli("tenants", "list", "--json")))]
     assert sorted(listed) == sorted(names)
-    ok(cli(project, "tenants", "drop", names[0], "--yes"))
+    ok(project.cli("tenants", "drop", names[0], "--yes"))
     assert schemas(db) == before | set(names[1:])
 
 
@@ -774,17 +575,8 @@ def test_snapshot_is_reused_until_a_revision_file_changes_or_one_is_added(
     assert len(_snapshots(db)) == 2
 
     # Add a revision: the new tenant is at the new head, with its column.
-    write_revisions(
-        root,
-        "tenant",
-        [
-            *TENANT_REVISIONS,
-            (
-                "ten06",
-                "phone",
-                'op.add_column("account", sa.Column("phone", sa.String(30)))',
-            ),
-        ],
+    project.revision(
+        "tenant", "ten06", "ten05", 'op.add_column("account", sa.Column("phone", sa.String(30)))'
     )
     made = tenants.create("tenant_4", config=root)
     assert made.after == ("ten06",)
@@ -825,20 +617,9 @@ def test_concurrent_creates_of_different_tenants_both_succeed(
     assert len(builds) == 1
 
     # Processes, on a warm cache: they contend for the staging schema.
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "alembic_schemas", "tenants", "create", f"tenant_p{i}"],
-            cwd=project.root,
-            env={**os.environ, URL_ENV: project.url},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in (1, 2)
-    ]
+    procs = [project.spawn("tenants", "create", f"tenant_p{i}", app=f"as_p{i}") for i in (1, 2)]
     for p in procs:
-        out, err = p.communicate(timeout=300)
+        _, err = finish(p)
         assert p.returncode == 0, err
     for name in ("tenant_t1", "tenant_t2", "tenant_p1", "tenant_p2"):
         assert versions(db, name) == [HEAD]

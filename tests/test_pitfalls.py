@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 import alembic_schemas
 from alembic_schemas import database, identifiers
 
-from conftest import ProjectDir
+from helpers import ProjectDir
 
 
 def _project(project_dir: ProjectDir, models: str, streams: dict[str, dict[str, Any]]) -> str:
@@ -80,6 +80,13 @@ def _assert_second_autogenerate_is_empty(project_dir: ProjectDir, stream: str) -
     assert upgrade == "", upgrade
     assert downgrade == "", downgrade
     Path(script.path).unlink()
+
+
+def _assert_stable(project_dir: ProjectDir, *streams: str) -> None:
+    """Clean, and a second autogenerate of each stream finds nothing: no phantom diffs."""
+    _assert_clean(project_dir)
+    for stream in streams:
+        _assert_second_autogenerate_is_empty(project_dir, stream)
 
 
 def _round_trip(project_dir: ProjectDir, streams: list[str]) -> None:
@@ -173,9 +180,7 @@ def test_cross_schema_foreign_key_is_created_once_and_stays_quiet(
     assert "create_table('user'" not in upgrade
 
     alembic_schemas.upgrade(config=project_dir.root)
-    _assert_clean(project_dir)
-    _assert_second_autogenerate_is_empty(project_dir, "schema1")
-    _assert_second_autogenerate_is_empty(project_dir, "myschema")
+    _assert_stable(project_dir, "schema1", "myschema")
 
     _round_trip(project_dir, ["myschema", "schema1"])
     assert _tables(db, "schema1") == {"address", "alembic_version"}
@@ -228,8 +233,7 @@ def test_enum_types_are_created_and_dropped_with_their_tables(
     alembic_schemas.upgrade(config=project_dir.root)
     assert _types(db, "myschema") == {"mood", "colour", "kind"}
     assert _types(db, "public") == set()
-    _assert_clean(project_dir)
-    _assert_second_autogenerate_is_empty(project_dir, "myschema")
+    _assert_stable(project_dir, "myschema")
 
     alembic_schemas.downgrade("base", streams=["myschema"], config=project_dir.root)
     assert _tables(db, "myschema") == {"alembic_version"}
@@ -289,8 +293,7 @@ def test_sequences_are_created_compared_and_dropped(
         assert conn.scalar(sa.text("SELECT nextval('myschema.ticket_number')")) == 10
         assert conn.scalar(sa.text("SELECT nextval('myschema.ticket_number')")) == 15
         assert conn.scalar(sa.text("SELECT nextval('myschema.invoice_no')")) == 1000
-    _assert_clean(project_dir)
-    _assert_second_autogenerate_is_empty(project_dir, "myschema")
+    _assert_stable(project_dir, "myschema")
 
     # A sequence removed from the models is dropped, and comes back on downgrade.
     source = project_dir.root / f"{module}.py"
@@ -356,8 +359,7 @@ def test_indexes_constraints_and_server_defaults_leave_no_phantom_diffs(
     )
     _autogenerate(project_dir, "myschema", "init")
     alembic_schemas.upgrade(config=project_dir.root)
-    _assert_clean(project_dir)
-    _assert_second_autogenerate_is_empty(project_dir, "myschema")
+    _assert_stable(project_dir, "myschema")
     _round_trip(project_dir, ["myschema"])
     _assert_clean(project_dir)
 
@@ -408,9 +410,7 @@ def test_stream_on_public_schema(project_dir: ProjectDir, db: sa.Engine) -> None
     alembic_schemas.upgrade(config=project_dir.root)
     assert _tables(db, "public") == {"account", "login", "alembic_version"}
     assert _tables(db, "other") == {"thing", "alembic_version"}
-    _assert_clean(project_dir)
-    _assert_second_autogenerate_is_empty(project_dir, "main")
-    _assert_second_autogenerate_is_empty(project_dir, "other")
+    _assert_stable(project_dir, "main", "other")
     _round_trip(project_dir, ["main", "other"])
     _assert_clean(project_dir)
 
@@ -480,8 +480,7 @@ def test_enum_types_follow_later_revisions(project_dir: ProjectDir, db: sa.Engin
     alembic_schemas.upgrade(config=project_dir.root)
     assert _types(db, "myschema") == {"mood", "size"}
     assert _tables(db, "myschema") == {"person", "visit", "alembic_version"}
-    _assert_clean(project_dir)
-    _assert_second_autogenerate_is_empty(project_dir, "myschema")
+    _assert_stable(project_dir, "myschema")
 
     alembic_schemas.downgrade(first.revision, streams=["myschema"], config=project_dir.root)
     assert _types(db, "myschema") == {"mood", "kind"}
@@ -573,8 +572,7 @@ def test_login_role_named_like_the_schema(
     assert _types(db, role) == {"mood"}
     assert "person_number" in _sequences(db, role)
 
-    _assert_clean(as_role)
-    _assert_second_autogenerate_is_empty(as_role, "app")
+    _assert_stable(as_role, "app")
     _round_trip(as_role, ["app"])
     _assert_clean(as_role)
     assert _tables(db, "public") == set()

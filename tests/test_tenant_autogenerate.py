@@ -25,7 +25,7 @@ from alembic_schemas import identifiers
 from alembic_schemas.executor import replay
 from alembic_schemas.streams import Stream
 
-from conftest import ProjectDir
+from helpers import Catalog, ProjectDir
 
 SCRATCH_PREFIX = "alembic_schemas_scratch"
 TENANT_A = "tenant_acme"
@@ -159,15 +159,7 @@ def line_of(text: str, needle: str) -> int:
 
 
 def user_schemas(engine: sa.Engine) -> set[str]:
-    with engine.connect() as conn:
-        return set(
-            conn.execute(
-                sa.text(
-                    "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
-                    "AND nspname <> 'information_schema'"
-                )
-            ).scalars()
-        )
+    return Catalog(engine).user_schemas()
 
 
 def objects_in(engine: sa.Engine, schema: str) -> set[str]:

@@ -27,7 +27,7 @@ from alembic_schemas.errors import ConfigError
 from alembic_schemas.executor import replay
 from alembic_schemas.streams import Stream
 
-from conftest import ProjectDir
+from helpers import Catalog, ProjectDir
 
 SCRATCH_PREFIX = "alembic_schemas_scratch"
 # Schemas the tool itself may create besides the streams' own: the run record.
@@ -158,84 +158,6 @@ class Audit(TenantBase):
 """
 )
 
-# Replayed: op.execute with unqualified names (also a DDL element), op.bulk_insert, a check
-# constraint, a sequence. The audit table's primary key is left unnamed on purpose: the
-# naming convention must name it the same way on the replay and the online path.
-REV_DATA = '''
-"""sequence, bulk insert, raw SQL"""
-from alembic import op
-import sqlalchemy as sa
-
-revision = "r3_data"
-down_revision = {down!r}
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.execute(sa.schema.CreateSequence(sa.Sequence("ticket_seq", start=1000)))
-    op.add_column(
-        "project",
-        sa.Column("ticket_no", sa.Integer(), server_default=sa.text("nextval('ticket_seq')")),
-    )
-    op.create_check_constraint("title_not_empty", "project", "length(title) > 0")  # convention
-    audit = op.create_table(
-        "audit",
-        sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("event", sa.Text(), nullable=False),
-        sa.Column("at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-    )
-    op.bulk_insert(audit, [{{"event": "created"}}, {{"event": "seeded"}}])
-    op.execute("INSERT INTO audit (event) VALUES ('50% of 100%s done')")  # no placeholders
-    op.execute(
-        "INSERT INTO account (email, role, plan_id, score) "
-        "SELECT 'admin@example.com', 'owner', id, 0 FROM shared.plan WHERE name = 'free'"
-    )
-    op.execute("INSERT INTO project (account_id, title) SELECT id, 'welcome' FROM account")
-
-
-def downgrade() -> None:
-    op.execute("DELETE FROM project")
-    op.execute("DELETE FROM account")
-    op.drop_table("audit")
-    op.drop_constraint(op.f("ck_project_title_not_empty"), "project", type_="check")
-    op.drop_column("project", "ticket_no")
-    op.execute(sa.schema.DropSequence(sa.Sequence("ticket_seq")))
-'''
-
-# Online: reads the tenant's data through op.get_bind() and writes with Core constructs whose
-# table has no schema (schema_translate_map) and with text SQL (search_path).
-REV_ONLINE = '''
-"""data migration through op.get_bind()"""
-from alembic import op
-import sqlalchemy as sa
-
-revision = "r4_online"
-down_revision = "r3_data"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    bind = op.get_bind()
-    rows = bind.execute(sa.text("SELECT id, email FROM account ORDER BY id")).all()
-    account = sa.table("account", sa.column("id"), sa.column("nickname"))
-    for id_, email in rows:
-        bind.execute(
-            account.update().where(account.c.id == id_).values(nickname=email.split("@")[0])
-        )
-    audit = sa.table("audit", sa.column("event"))
-    bind.execute(audit.insert().values(event=f"nicknames for {len(rows)}"))
-    schema = op.get_context().version_table_schema
-    bind.execute(sa.text("INSERT INTO audit (event) VALUES (:e)"), {"e": "migrated " + schema})
-
-
-def downgrade() -> None:
-    op.execute("DELETE FROM audit WHERE event LIKE 'nicknames for %' OR event LIKE 'migrated %'")
-    op.execute("UPDATE account SET nickname = NULL")
-'''
-
-
 # --- project helpers -----------------------------------------------------------------------
 
 
@@ -294,9 +216,9 @@ def new_revision(pd: ProjectDir, stream: str, before: Sequence[Path]) -> Path:
     return path
 
 
-def autogenerate_cli(pd: ProjectDir, stream: str, message: str) -> Path:
+def autogenerate_cli(pd: ProjectDir, stream: str, message: str, *options: str) -> Path:
     before = pd.versions(stream)
-    pd.cli("revision", "-s", stream, "-m", message, "--autogenerate", check=True)
+    pd.cli("revision", "-s", stream, "-m", message, "--autogenerate", *options, check=True)
     return new_revision(pd, stream, before)
 
 
@@ -418,15 +340,7 @@ def objects_in(engine: sa.Engine, schema: str) -> list[str]:
 
 
 def user_schemas(engine: sa.Engine) -> set[str]:
-    with engine.connect() as conn:
-        return set(
-            conn.execute(
-                sa.text(
-                    "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
-                    "AND nspname <> 'information_schema'"
-                )
-            ).scalars()
-        )
+    return Catalog(engine).user_schemas()
 
 
 def scratch_schemas(engine: sa.Engine) -> set[str]:
@@ -475,15 +389,10 @@ def build_history(
         if upgrade_to_v1:
             pd.cli("upgrade", check=True)
     (pd.root / f"{module}.py").write_text(MODELS_V2, encoding="utf-8")
-    files["v2"] = autogenerate_cli(pd, "tenant", "v2")
-    versions = pd.root / "migrations" / "tenant" / "versions"
-    down = re.search(r"^revision: str = '(\w+)'", body_of(files["v2"]), re.M)
-    assert down is not None
-    files["r3"] = versions / "r3_data.py"
-    files["r3"].write_text(REV_DATA.format(down=down.group(1)).lstrip(), encoding="utf-8")
-    if online:
-        files["r4"] = versions / "r4_online.py"
-        files["r4"].write_text(REV_ONLINE.lstrip(), encoding="utf-8")
+    files["v2"] = autogenerate_cli(pd, "tenant", "v2", "--rev-id", "v2")
+    # Hand-written: r3_data (replayable) on top of v2, and r4_online (tests/fixtures).
+    for path in pd.install("tenant_history", "r3_data", *(["r4_online"] if online else [])):
+        files[path.stem.split("_")[0]] = path
     (pd.root / f"{module}.py").write_text(MODELS_V3, encoding="utf-8")
     return module, files
 
@@ -672,29 +581,6 @@ class Tag(TenantBase):
     label: Mapped[str] = mapped_column(sa.String(40), unique=True)
 """
 
-FAILING_REVISION = """
-from alembic import op
-import sqlalchemy as sa
-
-revision = "r1_note"
-down_revision = None
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.create_table(
-        "note",
-        sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("body", sa.String(), nullable=False),
-    )
-    raise RuntimeError("boom while upgrading the scratch schema")
-
-
-def downgrade() -> None:
-    op.drop_table("note")
-"""
-
 
 def run_alembic(pd: ProjectDir, *args: str) -> None:
     """Plain ``alembic`` on the tenant stream's folder, as a user of the cookbook would."""
@@ -713,8 +599,13 @@ def test_tenant_autogenerate_needs_no_tenant_and_never_leaves_a_scratch_schema(
     pd: ProjectDir, db: sa.Engine
 ) -> None:
     module = write_project(pd, NOTE_MODELS, tenants="like:acme\\_%", shared=False)
-    versions = pd.root / "migrations" / "tenant" / "versions"
-    (versions / "r1_note.py").write_text(FAILING_REVISION.lstrip(), encoding="utf-8")
+    (note,) = pd.install("notes")
+    note_text = note.read_text(encoding="utf-8")
+    failing = note_text.replace(
+        "\n\n\ndef downgrade",
+        '\n    raise RuntimeError("boom while upgrading the scratch schema")\n\n\ndef downgrade',
+    )
+    note.write_text(failing, encoding="utf-8")
 
     # The scratch upgrade fails: one line naming the error, no file, no schema left.
     before = pd.versions("tenant")
@@ -726,12 +617,7 @@ def test_tenant_autogenerate_needs_no_tenant_and_never_leaves_a_scratch_schema(
     assert user_schemas(db) == {"public"}
 
     # Rendering the file fails after the scratch schema reached head: nothing left either.
-    (versions / "r1_note.py").write_text(
-        FAILING_REVISION.replace(
-            '    raise RuntimeError("boom while upgrading the scratch schema")\n', ""
-        ).lstrip(),
-        encoding="utf-8",
-    )
+    note.write_text(note_text, encoding="utf-8")
     mako = pd.root / "migrations" / "tenant" / "script.py.mako"
     template = mako.read_text(encoding="utf-8")
     mako.write_text(template + "\n${no_such_template_variable}\n", encoding="utf-8")
@@ -767,16 +653,12 @@ def test_tenant_autogenerate_needs_no_tenant_and_never_leaves_a_scratch_schema(
 
 # --- tenant sources ------------------------------------------------------------------------
 
-NOTE_REVISION = FAILING_REVISION.replace(
-    '    raise RuntimeError("boom while upgrading the scratch schema")\n', ""
-).lstrip()
 LONG = "t" * 64  # one byte over PostgreSQL's limit: the server would truncate it
 
 
 def note_project(pd: ProjectDir, tenants: str, *, shared: bool = False) -> str:
     module = write_project(pd, NOTE_MODELS, tenants=tenants, shared=shared)
-    versions = pd.root / "migrations" / "tenant" / "versions"
-    (versions / "r1_note.py").write_text(NOTE_REVISION, encoding="utf-8")
+    pd.install("notes")
     return module
 
 
@@ -854,62 +736,11 @@ def test_tenant_source_lists_tenants_and_skips_bad_names(
     assert objects_in(db, "PG_acme" if kind == "like" else "pg_bad") == []
 
 
-SHARED_REVISION = """
-from alembic import op
-import sqlalchemy as sa
-
-revision = "s1"
-down_revision = None
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    plan = op.create_table("plan", sa.Column("id", sa.Integer(), primary_key=True))
-    tenant = op.create_table("tenant", sa.Column("schema_name", sa.Text(), primary_key=True))
-    op.bulk_insert(plan, [{"id": 1}])
-    op.bulk_insert(tenant, [{"schema_name": "acme_1"}, {"schema_name": "acme_2"}])
-
-
-def downgrade() -> None:
-    op.drop_table("tenant")
-    op.drop_table("plan")
-"""
-
-TENANT_ON_SHARED = """
-from alembic import op
-import sqlalchemy as sa
-
-revision = "t1"
-down_revision = None
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.create_table(
-        "subscription",
-        sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("plan_id", sa.Integer(), sa.ForeignKey("shared.plan.id"), nullable=False),
-    )
-    op.execute("INSERT INTO subscription (plan_id) SELECT id FROM shared.plan")
-
-
-def downgrade() -> None:
-    op.drop_table("subscription")
-"""
-
-
 def test_depends_on_runs_the_named_stream_before_its_tenants(pd: ProjectDir, db: sa.Engine) -> None:
     # The tenant stream is listed first; its tenants are rows the shared stream inserts, and its
     # tables reference shared.plan: only the dependency order makes this one upgrade work.
     write_project(pd, NOTE_MODELS, tenants=REGISTRY, tenant_first=True)
-    (pd.root / "migrations" / "shared" / "versions" / "s1.py").write_text(
-        SHARED_REVISION.lstrip(), encoding="utf-8"
-    )
-    (pd.root / "migrations" / "tenant" / "versions" / "t1.py").write_text(
-        TENANT_ON_SHARED.lstrip(), encoding="utf-8"
-    )
+    pd.install("depends_on")
     assert list(alembic_schemas.load(pd.root).streams) == ["shared", "tenant"]
 
     proc = pd.cli("upgrade", check=True)
@@ -980,57 +811,6 @@ class Marker(TenantBase):
 """
 )
 
-MARKER_REPLAYED = """
-from alembic import op
-import sqlalchemy as sa
-
-revision = "m1_replayed"
-down_revision = None
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.create_table(
-        "marker",
-        sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("who", sa.String(), nullable=False),
-        sa.Column("via", sa.String(), nullable=False),
-        sa.Column("claimed", sa.String(), nullable=True),
-    )
-    op.execute("INSERT INTO marker (who, via) VALUES (current_schema(), 'replay')")
-
-
-def downgrade() -> None:
-    op.drop_table("marker")
-"""
-
-MARKER_ONLINE = """
-from alembic import op
-import sqlalchemy as sa
-
-revision = "m2_online"
-down_revision = "m1_replayed"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    bind = op.get_bind()
-    # The tenant as Alembic's context knows it: another thread's context would name another.
-    claimed = op.get_context().version_table_schema
-    bind.execute(
-        sa.text("INSERT INTO marker (who, via, claimed) VALUES (current_schema(), 'online', :c)"),
-        {"c": claimed},
-    )
-    marker = sa.table("marker", sa.column("who"), sa.column("via"), sa.column("claimed"))
-    op.execute(marker.insert().values(who=sa.func.current_schema(), via="op", claimed=claimed))
-
-
-def downgrade() -> None:
-    op.execute("DELETE FROM marker WHERE via <> 'replay'")
-"""
-
 
 def markers(db: sa.Engine, tenants: Sequence[str]) -> dict[str, list[tuple[Any, ...]]]:
     with db.connect() as conn:
@@ -1053,9 +833,7 @@ def test_parallel_upgrade_gives_every_tenant_exactly_its_own_rows(
         "query:SELECT format('par_%s', lpad(i::text, 3, '0')) FROM generate_series(1, 200) AS i"
     )
     write_project(pd, MARKER_MODELS, tenants=source, shared=False)
-    versions = pd.root / "migrations" / "tenant" / "versions"
-    (versions / "m1_replayed.py").write_text(MARKER_REPLAYED.lstrip(), encoding="utf-8")
-    (versions / "m2_online.py").write_text(MARKER_ONLINE.lstrip(), encoding="utf-8")
+    pd.install("markers")
     tenants = [f"par_{i:03d}" for i in range(1, 201)]
 
     # Replayed SQL, four workers.
@@ -1154,12 +932,8 @@ def refusing_project(pd: ProjectDir) -> None:
     """A named stream that runs before the tenants: a name refused only when the tenant
     stream's turn comes would be refused too late."""
     write_project(pd, NOTE_MODELS, tenants="like:acme\\_%", shared=True)
-    (pd.root / "migrations" / "shared" / "versions" / "s1.py").write_text(
-        SHARED_REVISION.lstrip(), encoding="utf-8"
-    )
-    (pd.root / "migrations" / "tenant" / "versions" / "r1_note.py").write_text(
-        NOTE_REVISION, encoding="utf-8"
-    )
+    pd.install("depends_on", "s1")
+    pd.install("notes")
 
 
 def assert_refused(pd: ProjectDir, db: sa.Engine, args: Sequence[str], reason: str) -> None:

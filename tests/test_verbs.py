@@ -7,7 +7,6 @@ listed first in the config, so only ``depends_on`` can put core first.
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 from pathlib import Path
 
@@ -17,21 +16,18 @@ import sqlalchemy as sa
 import alembic_schemas
 from alembic_schemas import identifiers, load_project
 
-from conftest import ProjectDir
+from helpers import Catalog, ProjectDir, closed_port, config_toml
 
-PYPROJECT = """
-[tool.alembic-schemas]
-script_location = "migrations"
-
-[tool.alembic-schemas.streams.billing]
-schema = "billing"
-metadata = "verbs_models:Base.metadata"
-depends_on = ["core"]
-
-[tool.alembic-schemas.streams.core]
-schema = "core"
-metadata = "verbs_models:Base.metadata"
-"""
+PYPROJECT = config_toml(
+    {
+        "billing": {
+            "schema": "billing",
+            "metadata": "verbs_models:Base.metadata",
+            "depends_on": ["core"],
+        },
+        "core": {"schema": "core", "metadata": "verbs_models:Base.metadata"},
+    }
+)
 
 # One MetaData for both streams: the FK billing.invoice -> core.account resolves, and each
 # stream still sees only the tables of its own schema.
@@ -87,16 +83,11 @@ def project(project_dir: ProjectDir) -> ProjectDir:
 
 
 def _versions(db: sa.Engine, schema: str) -> list[str] | None:
-    """The rows of ``schema``.alembic_version, or None when the table does not exist."""
-    if not sa.inspect(db).has_table("alembic_version", schema=schema):
-        return None
-    with db.connect() as conn:
-        table = sa.table("alembic_version", sa.column("version_num"), schema=schema)
-        return sorted(conn.scalars(sa.select(table.c.version_num)))
+    return Catalog(db).versions(schema)
 
 
 def _tables(db: sa.Engine, schema: str) -> set[str]:
-    return set(sa.inspect(db).get_table_names(schema=schema))
+    return Catalog(db).tables(schema)
 
 
 def _schemas(db: sa.Engine) -> set[str]:
@@ -106,12 +97,6 @@ def _schemas(db: sa.Engine) -> set[str]:
 def _lines(text: str) -> list[str]:
     """The per-stream lines of the output (not the run summary)."""
     return [line for line in text.splitlines() if line.split(":")[0] in {"core", "billing"}]
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_add_stream_appends_to_the_config_and_creates_its_folder(project_dir: ProjectDir) -> None:
@@ -401,7 +386,7 @@ def test_upgrade_sql_prints_the_sql_and_touches_no_database(
     project: ProjectDir, db: sa.Engine
 ) -> None:
     unreachable = ProjectDir(
-        project.root, f"postgresql+psycopg://nobody@127.0.0.1:{_closed_port()}/x"
+        project.root, f"postgresql+psycopg://nobody@127.0.0.1:{closed_port()}/x"
     )
     proc = unreachable.cli("upgrade", "--sql")
     assert proc.returncode == 0, proc.stderr

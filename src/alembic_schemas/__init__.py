@@ -4,7 +4,7 @@ The public API: one function per verb (see :mod:`alembic_schemas.command`), the 
 lifecycle in :mod:`alembic_schemas.tenants`, the result types and the errors.
 """
 
-from . import tenants
+from . import aio, tenants
 from .command import (
     InitResult,
     add_stream,
@@ -50,6 +50,7 @@ __all__ = [
     "SchemaState",
     "UpgradeReport",
     "add_stream",
+    "aio",
     "alembic_config",
     "check",
     "current",

@@ -161,3 +161,30 @@ def extensions(conn: Connection) -> list[tuple[str, str]]:
         " WHERE e.extname <> 'plpgsql' ORDER BY 1"
     )
     return [(str(name), str(schema)) for name, schema in conn.execute(query)]
+
+
+def version_tables(conn: Connection) -> list[tuple[str, str]]:
+    """(schema, table) of every table shaped like Alembic's version table (one column,
+    ``version_num``), in any user schema, sorted: what ``adopt`` reports."""
+    query = sa.text(
+        "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p') "
+        "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+        "AND n.nspname NOT LIKE 'pg\\_%' "
+        "AND (SELECT array_agg(a.attname) FROM pg_catalog.pg_attribute a "
+        "     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) "
+        "    = ARRAY['version_num']::name[] "
+        "ORDER BY 1, 2"
+    )
+    return [(str(s), str(t)) for s, t in conn.execute(query)]
+
+
+def table_names(conn: Connection, schema: str) -> list[str]:
+    """The ordinary and partitioned tables of ``schema``, sorted."""
+    query = sa.text(
+        "SELECT c.relname FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') ORDER BY 1"
+    )
+    return list(conn.execute(query, {"schema": schema}).scalars())

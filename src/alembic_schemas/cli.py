@@ -16,6 +16,7 @@ import click
 import sqlalchemy as sa
 from alembic.script import Script
 
+from . import adopt as adoption
 from . import command, database, embedded, tenants
 from .config import load
 from .errors import (
@@ -84,8 +85,31 @@ tenant_opt = click.option(
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
+def _collect_x(ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> None:
+    for value in values:
+        if "=" not in value:
+            raise click.BadParameter(f"{value!r} must look like key=value", ctx, _param)
+    ctx.find_root().ensure_object(dict).setdefault("x", []).extend(values)
+
+
+# As Alembic's `-x`: before the command (`alembic-schemas -x k=v upgrade`) or after it.
+x_opt = click.option(
+    "-x",
+    "x_arguments",
+    multiple=True,
+    expose_value=False,
+    callback=_collect_x,
+    metavar="KEY=VALUE",
+    help="Argument for env.py (context.get_x_argument()), as Alembic's -x; repeatable.",
+)
+
+
 def _cfg(ctx: click.Context) -> Any:
-    return ctx.obj["config"]
+    """The ``config`` argument: the -c path, or with -x arguments a loaded Project carrying them."""
+    root = ctx.find_root().obj
+    if root.get("x"):
+        return load(root["config"], x_arguments=root["x"])
+    return root["config"]
 
 
 def _print_json(data: Any) -> None:
@@ -148,6 +172,7 @@ def _report(results: Sequence[SchemaResult], as_json: bool) -> None:
     help="Config file (pyproject.toml or alembic-schemas.toml) or its folder.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Show Alembic's log and tracebacks.")
+@x_opt
 @click.version_option(package_name="alembic-schemas")
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
@@ -163,7 +188,7 @@ def cli(ctx: click.Context, config: Path | None, verbose: bool) -> None:
 @click.pass_context
 def init(ctx: click.Context, directory: Path | None) -> None:
     """Write a starter config if none exists and any missing stream folders; never overwrites."""
-    result = command.init(directory or _cfg(ctx))
+    result = command.init(directory or ctx.obj["config"])
     if result.wrote_config:
         click.echo(f"wrote starter configuration to {result.config_path}")
     for path in result.created:
@@ -205,6 +230,7 @@ def add_stream(
 
 
 @cli.command()
+@x_opt
 @click.option("-s", "--stream", required=True, help="Stream to add the revision to.")
 @click.option("-m", "--message", help="Revision message.")
 @click.option("--autogenerate", is_flag=True, help="Diff the stream's models with its schema.")
@@ -242,6 +268,7 @@ def revision(
 
 
 @cli.command()
+@x_opt
 @stream_opt
 @tenant_opt
 @click.argument("revision", default="head")
@@ -320,6 +347,7 @@ def _upgrade_summary(report: UpgradeReport, as_json: bool) -> None:
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
+@x_opt
 @click.option("-s", "--stream", "streams", multiple=True, required=True, help="Stream(s).")
 @tenant_opt
 @click.argument("revision")
@@ -370,6 +398,7 @@ def downgrade(
 
 
 @cli.command()
+@x_opt
 @stream_opt
 @tenant_opt
 @click.argument("revision")
@@ -525,14 +554,20 @@ def status(
     failures = command.last_failures(config=_cfg(ctx))
     if as_json:
         edited = [e.as_dict() for s in states for e in s.edited]
-        _print_json(
-            {
-                "schemas": [s.as_dict() for s in states],
-                "last_failures": failures,
-                "edited": edited,
-                "partial": [p.as_dict() for s in states for p in s.partial],
-            }
-        )
+        found: dict[str, Any] = {
+            "schemas": [s.as_dict() for s in states],
+            "last_failures": failures,
+            "edited": edited,
+            "partial": [p.as_dict() for s in states for p in s.partial],
+        }
+        invalid = [
+            {"stream": s.stream, "schema": s.schema, "index": i}
+            for s in states
+            for i in s.invalid_indexes
+        ]
+        if invalid:  # Citus only
+            found["invalid_indexes"] = invalid
+        _print_json(found)
         return
     for s in states:
         drift = (
@@ -546,6 +581,8 @@ def status(
             click.echo(f"  EDITED: {e.message}")
         for p in s.partial:
             click.echo(f"  PARTIALLY APPLIED: {p.message}")
+        for i in s.invalid_indexes:
+            click.echo(f"  INVALID index {i}")
     if failures:
         click.echo("last failures (not succeeded since):")
         for f in failures:
@@ -575,6 +612,35 @@ def verify(
         raise CheckFailed(f"{len(found)} applied revision(s) changed after they were applied")
 
 
+@cli.command()
+@click.option("--apply", "do_apply", is_flag=True, help="Perform the listed steps.")
+@json_opt
+@click.pass_context
+def adopt(ctx: click.Context, do_apply: bool, as_json: bool) -> None:
+    """Report the Alembic version tables in the database and whose they are; --apply writes
+    and stamps baselines and renames tenants' version tables."""
+    found = (adoption.apply if do_apply else adoption.survey)(config=_cfg(ctx))
+    if as_json:
+        _print_json({**found.as_dict(), "applied": do_apply})
+        return
+    for f in found.found:
+        whose = f"stream {f.stream}" if f.stream else "no stream's history"
+        if f.role == "tenant":
+            whose += ", listed by its source" if f.listed else ", NOT listed by its source"
+        elif f.role == "old environment":
+            whose = "an Alembic environment no stream continues (left in place)"
+        click.echo(f"{f.schema}.{f.table}: {_revs(f.revisions)} ({whose})")
+    if not found.found:
+        click.echo("no Alembic version tables found")
+    for step in found.steps:
+        done = " [done]" if do_apply and step.action != "manual" else ""
+        click.echo(f"{step.stream}: {step.action}: {step.detail}{done}")
+    if not found.steps:
+        click.echo("nothing to do")
+    elif not do_apply:
+        click.echo("run 'alembic-schemas adopt --apply' to perform these steps")
+
+
 @cli.group("tenants")
 def tenants_group() -> None:
     """Tenant lifecycle: list, create (at head), drop."""
@@ -591,7 +657,7 @@ tenant_stream_opt = click.option(
 @click.pass_context
 def tenants_list(ctx: click.Context, stream: str | None, as_json: bool) -> None:
     """Every tenant of the source: name, revision, pending count."""
-    found = tenants.list_tenants(stream=stream, config=ctx.find_root().obj["config"])
+    found = tenants.list_tenants(stream=stream, config=_cfg(ctx))
     if as_json:
         _print_json([t.as_dict() for t in found])
         return
@@ -608,7 +674,7 @@ def tenants_list(ctx: click.Context, stream: str | None, as_json: bool) -> None:
 @click.pass_context
 def tenants_create(ctx: click.Context, name: str, stream: str | None, replay: bool) -> None:
     """Provision tenant NAME at head."""
-    r = tenants.create(name, stream=stream, replay=replay, config=ctx.find_root().obj["config"])
+    r = tenants.create(name, stream=stream, replay=replay, config=_cfg(ctx))
     click.echo(f"created tenant {r.schema} at {_revs(r.after)} ({r.seconds:.2f}s)")
 
 
@@ -624,7 +690,7 @@ def tenants_drop(ctx: click.Context, name: str, stream: str | None, yes: bool, f
         if not sys.stdin.isatty():
             raise ConfigError("refusing to drop without --yes when not on a terminal")
         click.confirm(f"Drop schema {name!r} and all its data?", abort=True)
-    tenants.drop(name, stream=stream, force=force, config=ctx.find_root().obj["config"])
+    tenants.drop(name, stream=stream, force=force, config=_cfg(ctx))
     click.echo(f"dropped tenant {name}")
 
 
@@ -637,7 +703,7 @@ def embedded_group() -> None:
 @click.pass_context
 def embedded_stop(ctx: click.Context) -> None:
     """Stop the project's embedded PostgreSQL server."""
-    project = load(ctx.find_root().obj["config"])
+    project = load(_cfg(ctx))
     stopped = embedded.stop(project.root)
     click.echo("stopped" if stopped else "not running")
 

@@ -24,9 +24,21 @@ from alembic.script import Script
 from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
 
-from . import autogenerate, database, identifiers, offline, records, scaffold, sources, versions
+from . import (
+    autogenerate,
+    citus,
+    database,
+    identifiers,
+    offline,
+    pooling,
+    records,
+    scaffold,
+    sources,
+    versions,
+)
+from . import database as db  # for verbs whose `database` argument hides the module
 from .autogenerate.revision import autogenerate as autogenerate_revision
-from .config import ConfigArg, Project, find_config, load, load_project
+from .config import ConfigArg, DatabaseArg, Project, find_config, load, load_project
 from .errors import ConfigError, DatabaseError, MigrationFailed, RevisionError
 from .executor import Action, Executor, select_shard
 from .executor.executor import ensure_records
@@ -107,7 +119,7 @@ def _each_schema(
             # Every stream's schemas first: an unknown tenant is refused before anything changes.
             planned = [(st, sources.targets(st, conn, tenants)) for st in selected]
         for stream, schemas in planned:
-            ex = Executor(stream, s.engine, action)
+            ex = Executor(stream, pooling.engine_for(s, stream), action)
             results += ex.run(ex.plan(schemas))
             _raise_failures(results)
     return results
@@ -178,6 +190,7 @@ def revision(
     splice: bool = False,
     branch_label: str | None = None,
     depends_on: str | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> list[Script]:
     """Create a revision in ``stream``; with ``autogenerate``, diff only that stream's schema
@@ -191,10 +204,10 @@ def revision(
         branch_label=branch_label,
         depends_on=depends_on,
     )
-    st = _stream(config, stream)
+    st = _stream(load(config, database), stream)
     if autogenerate:
         st.require_metadata()
-        with database.session(st.project) as s:
+        with db.session(st.project) as s:
             result = autogenerate_revision(st, s.engine, options)
     else:
         result = alembic_command.revision(st.alembic_config(), **options)
@@ -255,7 +268,9 @@ def _fleet(
     workers = max(1, jobs or project.jobs or os.cpu_count() or 1)
     started = time.perf_counter()
     new = action.verb == "upgrade"  # upgrade creates the tenants it is given
-    with database.session(project, pool_size=workers + 2) as s:
+    with db.session(project, pool_size=workers + 2) as s:
+        # refused behind a pooler before anything runs, where a stream needs one session
+        engines = {stream.name: pooling.engine_for(s, stream) for stream in selected}
         run = _Run(s, on_result)
         report = UpgradeReport(run.recorder.run_id)
         try:
@@ -269,7 +284,7 @@ def _fleet(
                     names = select_shard(names, shard)
                 ex = Executor(
                     stream,
-                    s.engine,
+                    engines[stream.name],
                     action,
                     jobs=workers,
                     max_failures=max_failures - len(report.failed),
@@ -308,6 +323,7 @@ def upgrade(
     shard: str | tuple[int, int] | None = None,
     on_plan: Callable[[str, int, int], None] | None = None,
     on_result: Callable[[SchemaResult], None] | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> UpgradeReport:
     """Upgrade every selected stream (default all, in dependency order) to ``revision``.
@@ -320,7 +336,7 @@ def upgrade(
     touches no database. Returns the UpgradeReport; raises MigrationFailed (with ``.report``)
     when anything failed, ConfigError/RevisionError for bad arguments.
     """
-    project = load(config)
+    project = load(config, database)
     sources.refuse_bad(tenants, project)
     if sql:
         offline.write(
@@ -357,6 +373,7 @@ def downgrade(
     max_failures: int = 0,
     on_plan: Callable[[str, int, int], None] | None = None,
     on_result: Callable[[SchemaResult], None] | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> UpgradeReport:
     """Downgrade the named streams (dependents first) to ``revision`` (``-1``, ``base``, an
@@ -364,7 +381,7 @@ def downgrade(
     and report as :func:`upgrade`; raises MigrationFailed when anything failed."""
     if not streams:
         raise ConfigError("downgrade needs -s STREAM")
-    project = load(config)
+    project = load(config, database)
     sources.refuse_bad(tenants, project)
     if sql:
         offline.write(
@@ -394,10 +411,11 @@ def stamp(
     streams: Sequence[str] | None = None,
     tenants: Sequence[str] | None = None,
     purge: bool = False,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> list[SchemaResult]:
     """Set the version row(s) without running migrations; one result per schema."""
-    return _each_schema(Action("stamp", revision, purge), config, streams, tenants)
+    return _each_schema(Action("stamp", revision, purge), load(config, database), streams, tenants)
 
 
 @_user_errors
@@ -405,13 +423,14 @@ def current(
     *,
     streams: Sequence[str] | None = None,
     tenants: Sequence[str] | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> list[SchemaState]:
     """The applied revision(s) of every selected schema (a few queries per stream)."""
-    project = load(config)
+    project = load(config, database)
     sources.refuse_bad(tenants, project)
     out: list[SchemaState] = []
-    with database.session(project) as s:
+    with db.session(project) as s:
         for stream in streams_of(project, streams):
             with s.connect() as conn:
                 out += _states(conn, stream, sources.targets(stream, conn, tenants))
@@ -424,15 +443,16 @@ def status(
     streams: Sequence[str] | None = None,
     tenants: Sequence[str] | None = None,
     drift: bool = True,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> list[SchemaState]:
     """Every schema and tenant: current revision, head, pending count, edited revisions and
     (unless ``drift`` is false, or the stream has no metadata) the differences between the
     models and the schema."""
-    project = load(config)
+    project = load(config, database)
     sources.refuse_bad(tenants, project)
     out: list[SchemaState] = []
-    with database.session(project) as s:
+    with db.session(project) as s:
         for stream in streams_of(project, streams):
             with s.connect() as conn:
                 names = sources.targets(stream, conn, tenants)
@@ -443,9 +463,11 @@ def status(
                     edited.setdefault(e.schema, []).append(e)
                 partial = _partial(conn, stream, names)
                 conn.rollback()
+                invalid = _invalid_indexes(conn, names)
                 for state in _states(conn, stream, names):
                     state.edited = edited.get(state.schema, [])
                     state.partial = partial.get(state.schema, [])
+                    state.invalid_indexes = invalid.get(state.schema, [])
                     if drift and stream.metadata is not None:
                         with conn.begin():
                             state.drift = [
@@ -472,19 +494,30 @@ def _partial(
     return found
 
 
+def _invalid_indexes(conn: sa.Connection, schemas: Sequence[str]) -> dict[str, list[str]]:
+    """Citus: each schema's INVALID indexes, on the coordinator and every worker."""
+    found: dict[str, list[str]] = {}
+    if citus.is_citus(conn):
+        for index in citus.invalid_indexes(conn, schemas):
+            found.setdefault(index.schema, []).append(str(index))
+        conn.rollback()
+    return found
+
+
 @_user_errors
 def verify(
     *,
     streams: Sequence[str] | None = None,
     tenants: Sequence[str] | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> list[EditedRevision]:
     """Applied revisions whose file was edited (or removed) since it was applied: each
     file's sha256 against the one recorded in ``alembic_schemas.applied``. Empty: clean."""
-    project = load(config)
+    project = load(config, database)
     sources.refuse_bad(tenants, project)
     out: list[EditedRevision] = []
-    with database.session(project) as s:
+    with db.session(project) as s:
         for stream in streams_of(project, streams):
             with s.connect() as conn:
                 names = sources.targets(stream, conn, tenants)
@@ -495,9 +528,11 @@ def verify(
     return out
 
 
-def last_failures(*, limit: int = 20, config: ConfigArg = None) -> list[dict[str, Any]]:
+def last_failures(
+    *, limit: int = 20, database: DatabaseArg = None, config: ConfigArg = None
+) -> list[dict[str, Any]]:
     """The latest failed attempts (from the run record) whose schema has not succeeded since."""
-    with database.session(load(config)) as s, s.connect() as conn:
+    with db.session(load(config, database)) as s, s.connect() as conn:
         return records.recent_failures(conn, limit)
 
 
@@ -506,6 +541,7 @@ def check(
     *,
     streams: Sequence[str] | None = None,
     tenants: Sequence[str] | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> list[CheckResult]:
     """Compare models with the database; a result is clean when at head and no differences.
@@ -513,9 +549,14 @@ def check(
     revisions can make it unclean."""
     return [
         CheckResult(
-            st.stream, st.schema, st.tenant, st.pending, st.drift or [], st.drift is not None
+            st.stream,
+            st.schema,
+            st.tenant,
+            st.pending,
+            [*(st.drift or []), *(f"INVALID index {i}" for i in st.invalid_indexes)],
+            st.drift is not None,
         )
-        for st in status(streams=streams, tenants=tenants, config=config)
+        for st in status(streams=streams, tenants=tenants, database=database, config=config)
     ]
 
 
@@ -564,11 +605,17 @@ def merge(
     return alembic_command.merge(st.alembic_config(), list(revisions), message=message)
 
 
-def alembic_config(stream: str, *, schema: str | None = None, config: ConfigArg = None) -> Config:
+def alembic_config(
+    stream: str,
+    *,
+    schema: str | None = None,
+    database: DatabaseArg = None,
+    config: ConfigArg = None,
+) -> Config:
     """A plain ``alembic.config.Config`` for a stream (tenant streams: pass ``schema``), for
     ``alembic.command.*`` and pytest-alembic. Put a Connection in ``attributes["connection"]``
-    to run on it; otherwise the project's database is used."""
-    st = _stream(config, stream)
+    to run on it; otherwise ``database``, else the project's database, is used."""
+    st = _stream(load(config, database), stream)
     if schema is not None:
         if st.is_tenant:  # not public, the run record or a named stream's schema
             sources.validate_tenant(schema, st.project)

@@ -5,16 +5,22 @@ All validation of configuration happens here, so that every later step can trust
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from sqlalchemy.engine import URL, Engine
 
 from . import identifiers
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,11 +32,19 @@ PYPROJECT = "pyproject.toml"
 OWN_FILE = "alembic-schemas.toml"
 SECTION = "alembic-schemas"
 
+EMBEDDED = "embedded"
+"""The ``url`` that asks for an embedded PostgreSQL kept under ``.alembic-schemas/``."""
+HOW_TO_CHOOSE = (
+    f'set url to a PostgreSQL URL (url = "postgresql://user@host/db" or "${{DATABASE_URL}}"), '
+    f'or url = "{EMBEDDED}" for a local embedded server, or set ${URL_ENV}'
+)
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _DURATION = re.compile(r"^\d+(\.\d+)?\s*(us|ms|s|min|h|d)?$")
 
 _TOP_KEYS = {
     "url": str,
+    "direct_url": str,
     "script_location": str,
     "lock_timeout": str,
     "statement_timeout": str,
@@ -50,6 +64,7 @@ _STREAM_KEYS: dict[str, type | tuple[type, ...]] = {
     "commit_before_autocommit_block": bool,
     "baseline": str,
     "baseline_metadata": str,
+    "reference_tables": (bool, list),
 }
 
 # Privileges a stream's `grants` may give on tables: a fixed allow-list, so configured text is
@@ -78,6 +93,9 @@ class StreamConfig:
     # The revision at which a new (empty) schema is built from metadata and stamped.
     baseline: str | None = None
     baseline_metadata: str | None = None  # module:attr; default: the stream's metadata
+    # Citus: tables of this (named) schema made reference tables after each migration, so
+    # that tenant tables may reference them. True: every table but the version table.
+    reference_tables: bool | tuple[str, ...] = False
 
     @property
     def is_tenant(self) -> bool:
@@ -91,12 +109,21 @@ class Project:
     root: Path
     config_path: Path
     url: str | None
+    """The database as configured, not yet resolved (see :func:`database.resolve_url`): a URL
+    (which may hold ``${VAR}``), :data:`EMBEDDED`, or None when nothing names one."""
     script_location: Path
     lock_timeout: str = "5s"
     statement_timeout: str = "0"
     lock_retries: int = 3
     jobs: int | None = None
     streams: dict[str, StreamConfig] = field(default_factory=dict)
+    url_source: str = "url"
+    """Where ``url`` came from, for error messages: ``$ALEMBIC_SCHEMAS_URL`` or the config key."""
+    x_arguments: tuple[str, ...] = ()
+    """``-x key=value`` arguments for env.py (``context.get_x_argument()``), as Alembic's."""
+    direct_url: str | None = None
+    """A connection that bypasses a transaction-pooling connection pooler in front of ``url``:
+    used for the steps that need one session across transactions."""
 
     def stream(self, name: str) -> StreamConfig:
         try:
@@ -118,9 +145,33 @@ ConfigArg = Project | str | os.PathLike[str] | None
 its folder, or None to search upward from the working directory."""
 
 
-def load(config: ConfigArg = None) -> Project:
-    """``config`` as a Project (loaded when given as a path or None)."""
-    return config if isinstance(config, Project) else load_project(config)
+DatabaseArg: TypeAlias = "str | URL | Engine | AsyncEngine | None"
+"""What every API function that connects takes as ``database``: a URL (any form ``url``
+accepts, ``${VAR}`` and ``"embedded"`` included) or an Engine / AsyncEngine, whose URL is
+used. It wins over ``$ALEMBIC_SCHEMAS_URL`` and the config's ``url``."""
+
+
+def load(
+    config: ConfigArg = None, database: DatabaseArg = None, x_arguments: Sequence[str] = ()
+) -> Project:
+    """``config`` as a Project (loaded when given as a path or None), on ``database`` if given,
+    with ``x_arguments`` (``"key=value"``) for env.py."""
+    project = config if isinstance(config, Project) else load_project(config)
+    if x_arguments:
+        project = dataclasses.replace(project, x_arguments=(*project.x_arguments, *x_arguments))
+    if database is None:
+        return project
+    if isinstance(database, str):
+        url = database
+    else:
+        # An Engine's URL, password included: the tool opens its own connections (it pins
+        # session settings that must not leak into the application's pool).
+        found = database if isinstance(database, URL) else database.url
+        url = found.render_as_string(hide_password=False)
+    # The given database for every connection: a direct_url names the configured one.
+    return dataclasses.replace(
+        project, url=url, url_source="the database argument", direct_url=None
+    )
 
 
 def find_config(start: Path | None = None) -> Path:
@@ -213,6 +264,23 @@ def _grants(where: str, raw: list[Any] | dict[str, Any]) -> Grants:
     return tuple(out)
 
 
+def _reference_tables(
+    where: str, raw: bool | list[Any], schema: str | None
+) -> bool | tuple[str, ...]:
+    """``reference_tables``: true, false, or a list of table names; named streams only (a
+    table inside a tenant's distributed schema cannot become a reference table)."""
+    if raw is False:
+        return False
+    if schema is None:
+        raise ConfigError(f"{where}: reference_tables applies to streams with a 'schema' only")
+    if raw is True:
+        return True
+    try:
+        return tuple(identifiers.validate_object(t, "reference table name") for t in raw)
+    except identifiers.InvalidIdentifier as exc:
+        raise identifiers.InvalidIdentifier(f"{where}: {exc}") from None
+
+
 def _version_table(where: str, name: object) -> str:
     """A version table name whose primary key, Alembic's ``<name>_pkc``, fits in 63 bytes too:
     the server would truncate that name, and at 63 bytes into the table's own name."""
@@ -273,6 +341,7 @@ def _build(config_path: Path, data: dict[str, Any]) -> Project:
             grants = _grants(swhere, raw.get("grants", []))
         except identifiers.InvalidIdentifier as exc:
             raise identifiers.InvalidIdentifier(f"{swhere}: {exc}") from None
+        references = _reference_tables(swhere, raw.get("reference_tables", False), schema)
         depends = raw.get("depends_on", [])
         if not all(isinstance(d, str) for d in depends):
             raise ConfigError(f"{swhere}: depends_on must be a list of stream names")
@@ -284,6 +353,7 @@ def _build(config_path: Path, data: dict[str, Any]) -> Project:
             depends_on=tuple(depends),
             owner=owner,
             grants=grants,
+            reference_tables=references,
             version_table=_version_table(swhere, raw.get("version_table", default_vt)),
             commit_before_autocommit_block=raw.get("commit_before_autocommit_block", False),
             baseline=_baseline(swhere, raw),
@@ -298,11 +368,13 @@ def _build(config_path: Path, data: dict[str, Any]) -> Project:
                     f"both target schema {s.schema!r}"
                 )
             schemas_seen[s.schema] = s.name
-    url = os.environ.get(URL_ENV) or data.get("url") or None
+    url, url_source = configured_url(data.get("url"), f"url in {where}")
     return Project(
         root=root,
         config_path=config_path,
         url=url,
+        url_source=url_source,
+        direct_url=data.get("direct_url"),
         script_location=(root / data.get("script_location", "migrations")).resolve(),
         lock_timeout=_duration(where, "lock_timeout", data.get("lock_timeout", "5s")),
         statement_timeout=_duration(where, "statement_timeout", data.get("statement_timeout", "0")),
@@ -310,6 +382,44 @@ def _build(config_path: Path, data: dict[str, Any]) -> Project:
         jobs=data.get("jobs"),
         streams=_in_dependency_order(where, streams),
     )
+
+
+def configured_url(url: str | None, source: str) -> tuple[str | None, str]:
+    """``(url, where it came from)``: ``$ALEMBIC_SCHEMAS_URL`` whenever it is set, even empty
+    (a CI secret that did not resolve must fail, not fall back to another database), else
+    the config's ``url``. Nothing is expanded or checked yet: commands that need no database
+    (``history``, ``--sql``) work without one."""
+    if URL_ENV in os.environ:
+        return os.environ[URL_ENV], f"${URL_ENV}"
+    return url, source
+
+
+def expand(url: str, source: str) -> str:
+    """``url`` with every ``${VAR}`` replaced by that environment variable; an unset or empty
+    variable, or an empty result, is a ConfigError naming it."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        found = os.environ.get(name)
+        if found is None:
+            raise ConfigError(
+                f"{source} names ${{{name}}}, but environment variable {name} is not set"
+            )
+        if not found.strip():
+            raise ConfigError(
+                f"{source} names ${{{name}}}, but environment variable {name} is empty"
+            )
+        return found
+
+    expanded = _VARIABLE.sub(value, url).strip()
+    if not expanded:
+        if source.startswith("$"):
+            raise ConfigError(
+                f"environment variable {source[1:]} is set but empty: set it to a database URL "
+                f"(or {EMBEDDED!r}), or unset it to use the config's url"
+            )
+        raise ConfigError(f"{source} is empty: {HOW_TO_CHOOSE}")
+    return expanded
 
 
 def _in_dependency_order(where: str, streams: dict[str, StreamConfig]) -> dict[str, StreamConfig]:

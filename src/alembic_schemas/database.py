@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -12,8 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-from . import embedded, identifiers
-from .config import Project
+from . import citus, embedded, identifiers
+from .config import EMBEDDED, HOW_TO_CHOOSE, Project, expand
 from .errors import ConfigError, DatabaseError, ErrorText, revision_prefix
 
 if TYPE_CHECKING:
@@ -28,51 +30,148 @@ BASE_SEARCH_PATH = "pg_catalog"
 
 
 def resolve_url(project: Project) -> str:
-    """``$ALEMBIC_SCHEMAS_URL``, else ``url`` from the config, else the embedded server."""
-    return project.url or embedded.ensure_running(project.root)
+    """The database to migrate: ``$ALEMBIC_SCHEMAS_URL``, else ``url`` (``${VAR}`` expanded),
+    as a psycopg 3 URL; ``url = "embedded"`` starts (or reuses) the embedded server. Nothing
+    configured is an error: a deploy must never migrate a throw-away database by accident."""
+    if project.url is None:
+        raise ConfigError(f"no database configured in {project.config_path}: {HOW_TO_CHOOSE}")
+    url = expand(project.url, project.url_source)
+    if url == EMBEDDED:
+        return embedded.ensure_running(project.root)
+    return render(normalise(url, project.url_source))
 
 
-def _normalise(url: str) -> URL:
+def resolve_direct_url(project: Project) -> str | None:
+    """``direct_url`` (see :mod:`alembic_schemas.pooling`) expanded and normalised, or None."""
+    if project.direct_url is None:
+        return None
+    source = f"direct_url in {project.config_path}"
+    url = expand(project.direct_url, source)
+    if url == EMBEDDED:
+        return embedded.ensure_running(project.root)
+    return render(normalise(url, source))
+
+
+OFFLINE_URL = "postgresql+psycopg://"
+"""``--sql`` needs PostgreSQL's dialect, never a server: no URL is resolved for it."""
+
+# Drivers whose URLs are accepted and migrated through psycopg 3 (the tool's own driver): an
+# application keeps one URL, sync or async. asyncpg's query keys that libpq does not know are
+# translated or dropped.
+_DRIVERS = ("psycopg", "psycopg_async", "asyncpg", "psycopg2", "psycopg2cffi")
+_ASYNCPG_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func", "command_timeout")
+_ASYNCPG_SSL = {"true": "require", "false": "disable"}
+
+
+def normalise(url: str | URL, source: str = "database URL") -> URL:
+    """``url`` as a psycopg 3 URL: ``postgres://``, ``postgresql://`` and the asyncpg and
+    psycopg2 drivers are converted; anything else that is not PostgreSQL is refused."""
     try:
         u = make_url(url)
     except Exception:
-        raise ConfigError(f"invalid database URL {url!r}") from None
-    if u.get_backend_name() != "postgresql":
-        raise ConfigError(f"database URL must be PostgreSQL, got {u.get_backend_name()!r}")
-    if u.drivername == "postgresql":
-        u = u.set(drivername="postgresql+psycopg")
+        raise ConfigError(f"{source}: invalid database URL {str(url)!r}") from None
+    backend, _, driver = u.drivername.partition("+")
+    if backend not in ("postgresql", "postgres"):
+        raise ConfigError(f"{source}: database URL must be PostgreSQL, got {backend!r}")
+    if driver and driver not in _DRIVERS:
+        raise ConfigError(
+            f"{source}: driver {driver!r} is not supported; alembic-schemas migrates through "
+            "psycopg 3 and converts postgresql://, postgres://, +psycopg, +asyncpg and "
+            "+psycopg2 URLs"
+        )
+    u = u.set(drivername="postgresql+psycopg")
+    if driver == "asyncpg":
+        query = {k: v for k, v in u.query.items() if k not in _ASYNCPG_ONLY}
+        if "ssl" in query:
+            ssl = query.pop("ssl")
+            ssl = ssl[-1] if isinstance(ssl, tuple) else ssl
+            query.setdefault("sslmode", _ASYNCPG_SSL.get(ssl.lower(), ssl))
+        u = u.set(query=query)
     return u
 
 
-def create_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine whose every connection starts with ``search_path = pg_catalog``."""
-    engine = sa.create_engine(_normalise(url), **kwargs)
+def render(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
 
-    # insert=True: run before SQLAlchemy's first-connect initialize(), so the dialect's
-    # default_schema_name is read with the pinned search_path.
+
+def create_engine(url: str | URL, *, pooled: bool = False, **kwargs: Any) -> Engine:
+    """An engine whose every connection starts with ``search_path = pg_catalog``.
+
+    The path is a startup parameter (libpq's ``options``), not a ``SET`` after connecting:
+    a connection pooler in transaction mode that nobody told the tool about refuses it
+    (PgBouncer: "unsupported startup parameter: options") instead of keeping the setting on
+    a server connection that the application then gets.
+
+    ``pooled``: the URL goes through such a pooler (``direct_url`` is set): no session
+    setting at all (every migration transaction pins its own search_path with ``SET
+    LOCAL``) and no prepared statements (psycopg prepares a statement run often, and the
+    next transaction may reach another server connection)."""
+    u = normalise(url)
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    if pooled:
+        connect_args["prepare_threshold"] = None
+    else:
+        given = u.query.get("options")
+        given = given[-1] if isinstance(given, tuple) else given
+        pin = f"-c search_path={BASE_SEARCH_PATH}"
+        connect_args["options"] = f"{given} {pin}" if given else pin
+    engine = sa.create_engine(u, connect_args=connect_args, **kwargs)
+
+    # insert=True: run before SQLAlchemy's first-connect initialize(). One query tells whether
+    # this is a Citus database, and whether a worker node (refused: see citus.refuse_worker).
     @event.listens_for(engine.pool, "connect", insert=True)
-    def _pin_search_path(dbapi_connection: Any, _record: Any) -> None:
+    def _read_citus_mode(dbapi_connection: Any, record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute("SET search_path TO " + BASE_SEARCH_PATH)
+        version = cursor.execute("SELECT " + citus.VERSION_SQL).fetchone()[0]
+        mode = citus.read_mode(version, lambda sql: cursor.execute(sql).fetchone())
         cursor.close()
         dbapi_connection.commit()
+        record.info[citus.KEY] = mode
+        try:
+            citus.refuse_worker(mode, engine.url.render_as_string(hide_password=True))
+        except ConfigError:
+            dbapi_connection.close()
+            raise
 
     return engine
 
 
+def session_url(project: Project) -> str:
+    """The URL for one session's work: ``direct_url`` when set, else ``url``."""
+    return resolve_direct_url(project) or resolve_url(project)
+
+
 def project_engine(project: Project, **kwargs: Any) -> Engine:
-    return create_engine(resolve_url(project), **kwargs)
+    return create_engine(session_url(project), **kwargs)
 
 
 class Session:
-    """A project plus one engine, for the length of one API call."""
+    """A project plus its engines, for the length of one API call. The engines (and so the
+    URL, and the embedded server) are only resolved on first use: a misspelt stream or
+    tenant is refused before any server starts."""
 
     def __init__(self, project: Project, pool_size: int = 5) -> None:
         self.project = project
-        self.engine: Engine = project_engine(project, pool_size=pool_size)
+        self.pool_size = pool_size
+
+    @functools.cached_property
+    def engine(self) -> Engine:
+        """Catalog reads, the run record, and every step that needs one session: through
+        ``direct_url`` when the config names one, else ``url``."""
+        return project_engine(self.project, pool_size=self.pool_size)
+
+    @functools.cached_property
+    def pooled(self) -> Engine:
+        """Short migration transactions: ``url``, which may go through a transaction pooler
+        when ``direct_url`` is set (see :func:`create_engine`); else the same as ``engine``."""
+        if self.project.direct_url is None:
+            return self.engine
+        return create_engine(resolve_url(self.project), pooled=True, pool_size=self.pool_size)
 
     def close(self) -> None:
-        self.engine.dispose()
+        for name in ("pooled", "engine"):
+            if name in self.__dict__:
+                self.__dict__[name].dispose()
 
     def connect(self) -> contextlib.AbstractContextManager[Connection]:
         return connect(self.engine)
@@ -101,6 +200,10 @@ def describe(exc: BaseException, *, revision: bool = True) -> ErrorText:
         # libpq's own explanation of a lost connection follows on indented lines
         more = " ".join(line.strip() for line in text[1:] if line.strip())
         first = f"{first} ({more})" if more else first
+    if (sqlstate(exc) in _PREPARED_STATEMENT_ERRORS and '"_pg3_' in first) or (
+        "unsupported startup parameter: options" in first
+    ):
+        first += f" ({POOLER_HINT})"
     parts = [first.strip()]
     diag = getattr(orig, "diag", None)
     for label, value in (
@@ -136,6 +239,16 @@ def failing_statement(exc: BaseException) -> str | None:
     if len(statement) > STATEMENT_LIMIT:
         statement = statement[:STATEMENT_LIMIT] + " ..."
     return statement
+
+
+# psycopg's own prepared statements ("_pg3_0") gone or doubled: another server connection
+# answered, which only a connection pooler in transaction mode does; or a pooler refused the
+# search_path the tool sets at connection start.
+_PREPARED_STATEMENT_ERRORS = ("26000", "42P05", "08P01")
+POOLER_HINT = (
+    "a connection pooler (PgBouncer?) is between alembic-schemas and PostgreSQL: set "
+    "direct_url to a direct connection, see 'Connection poolers' in the README"
+)
 
 
 def read_after_failure(conn: Connection, read: Callable[[], T], fallback: T) -> T:
@@ -283,3 +396,23 @@ def send(conn: Connection, statements: Sequence[Statement]) -> list[tuple[Any, .
     raised = sa.exc.DBAPIError.instance(sql, params, error, psycopg.Error, dialect=conn.dialect)
     raised.statement_index = failed  # type: ignore[attr-defined]
     raise raised
+
+
+@contextlib.contextmanager
+def scratch_database(url: str, prefix: str = "alembic_schemas_test") -> Iterator[str]:
+    """Create an empty database on the server of ``url`` (the role needs CREATEDB); yield its
+    URL; drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    quoted = identifiers.quote(name, "database name")
+    admin = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    try:
+        with connect(admin) as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
+        try:
+            yield render(make_url(url).set(database=name))
+        finally:
+            with connect(admin) as conn:
+                # WITH (FORCE): a failed step may have left a connection open.
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+    finally:
+        admin.dispose()

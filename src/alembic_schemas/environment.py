@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic.runtime.environment import EnvironmentContext
 from sqlalchemy.engine import Connection
 
-from . import database, identifiers, sources, versions
+from . import citus, database, identifiers, sources, versions
 from .autogenerate import context_options, schemaless_options
 from .config import load_project
 from .errors import ConfigError
@@ -38,6 +38,7 @@ def run_in_context(env: EnvironmentContext, stream: Stream, schema: str, conn: C
     if own:
         conn.begin()
     try:
+        citus.check_connection(conn)  # a connection the caller brought may be a worker's
         if read_only and (scratch or stream.is_tenant):
             # Tenant autogenerate/check, also from plain `alembic -x tenant=T`: compare
             # schema-less, so no tenant name is rendered into a revision file.
@@ -70,9 +71,11 @@ def _migrate(
     transaction that is rolled back: nothing may commit."""
     if not env.config.attributes.get(PREPARED_KEY):
         schema_tx.begin(conn, stream, schema)
-    conn.execute(
-        sa.schema.CreateTable(versions.version_table(stream.version_table), if_not_exists=True)
-    )
+        conn.execute(
+            sa.schema.CreateTable(versions.version_table(stream.version_table), if_not_exists=True)
+        )
+    # Prepared: the executor's set-up (begin with read=True) created it already, in this
+    # transaction; a fleet runs this once per online revision per tenant.
     if stream.is_tenant:
         # Ops and op.get_bind() queries naming no schema land in the tenant. The tenant maps to
         # itself too: with a map, SQLAlchemy re-renders every schema name from text, which
@@ -93,6 +96,11 @@ def _migrate(
         except BaseException as exc:
             hook.explain(exc)
             raise
+        if stream.config.reference_tables and citus.is_citus(conn):
+            # in the migration's transaction, so tenants never see the table otherwise
+            citus.make_reference_tables(
+                conn, schema, stream.config.reference_tables, stream.version_table
+            )
     finally:
         hook.remove()
         if stream.is_tenant:
@@ -172,7 +180,7 @@ def run_env() -> None:
     env = compat.running_environment()
     stream, schema = _stream_from_env(env)
     if env.is_offline_mode():
-        run_offline(env, stream, schema, database.resolve_url(stream.project))
+        run_offline(env, stream, schema, database.OFFLINE_URL)
         return
     given = env.config.attributes.get("connection")
     if isinstance(given, sa.Engine):

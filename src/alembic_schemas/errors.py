@@ -46,6 +46,14 @@ def _library_folders() -> tuple[str, ...]:
     ) + (own + os.sep,)
 
 
+# What Alembic's op.run_async raises on a sync connection, and what the user is told instead.
+RUN_ASYNC_REFUSED = "Cannot call run_async with a sync engine"
+RUN_ASYNC_HINT = (
+    "op.run_async is not supported: alembic-schemas runs every migration on psycopg 3 (sync), "
+    "also for postgresql+asyncpg URLs; write the step with op.get_bind() or op.execute()"
+)
+
+
 def describe_python_error(exc: BaseException) -> str:
     """One line for a Python error raised by user code (a revision, env.py, a helper it
     imports): the revision it was raised in (file and line), the exception, and the innermost
@@ -53,11 +61,18 @@ def describe_python_error(exc: BaseException) -> str:
     revision imports), which is where the user's code went wrong."""
     text = str(exc).strip()
     line = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+    if isinstance(exc, ValueError) and text == RUN_ASYNC_REFUSED:
+        line = RUN_ASYNC_HINT
     if isinstance(exc, SyntaxError):  # names its file already
         return line
     frames = traceback.extract_tb(exc.__traceback__)
     libraries = _library_folders()
-    users = [f for f in frames if not os.path.abspath(f.filename).startswith(libraries)]
+    # "<string>": code Alembic generates for its op/context proxies
+    users = [
+        f
+        for f in frames
+        if not (f.filename.startswith("<") or os.path.abspath(f.filename).startswith(libraries))
+    ]
     frame = (users or frames)[-1] if frames else None
     revision = failing_revision(exc)
     where = ""

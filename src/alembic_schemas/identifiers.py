@@ -107,6 +107,12 @@ def quote_role(name: str, what: str = "role name") -> str:
     return _quoted(validate_role(name, what))
 
 
+def validate_object(name: object, what: str = "object name") -> str:
+    """A table, index, type or database name: the rules every identifier follows (schema
+    rules such as the ``pg_`` prefix do not apply)."""
+    return _check_text(name, what)
+
+
 def quote_object(name: str, what: str = "object name") -> str:
     """A table, index, type or database name, double-quoted. Schema rules (``pg_`` prefix,
     ``$user``) do not apply: an index may well be called ``pg_x``."""

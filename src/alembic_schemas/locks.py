@@ -7,16 +7,19 @@ does; only runs of this tool take these locks, never an application query.
 from __future__ import annotations
 
 import contextlib
+import time
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from . import database
+from .errors import MigrationFailed
 
 NAMESPACE = zlib.crc32(b"alembic_schemas") - 2**31
 RECORD_KEY = 0x616C656D  # serialises creating the run record's tables across concurrent runs
+_FIRST_PAUSE, _LONGEST_PAUSE = 0.01, 0.2  # seconds between tries of a lock another run holds
 
 
 def key(stream: str, schema: str) -> int:
@@ -39,14 +42,31 @@ def lock(conn: Connection, stream: str, schema: str) -> None:
     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(*args(stream, schema))))
 
 
-def wait(conn: Connection, stream: str, schema: str, lock_timeout: str) -> None:
-    """Wait for the (stream, schema) lock as long as another run holds it, then restore
-    ``lock_timeout``. Only migration runs queue behind this lock, never an application
-    query, so lock_timeout need not bound it (statement_timeout still does); bounding it
-    made a concurrent run fail whenever the other one took longer than the timeout."""
-    database.set_local(conn, {"lock_timeout": "0"})
-    lock(conn, stream, schema)
-    database.set_local(conn, {"lock_timeout": lock_timeout})
+def wait(conn: Connection, attempt: Callable[[], list[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
+    """Call ``attempt()`` (which begins the transaction's work with a try of the schema's
+    lock and returns rows whose first value says if it was taken) until it takes the lock,
+    rolling back and pausing between tries: no transaction is open while another run holds
+    the schema, and no statement sits blocked on the lock (its snapshot would hold back a
+    CREATE INDEX CONCURRENTLY of the holder's, a deadlock PostgreSQL ends by cancelling one).
+    Only runs of this tool take this lock, so lock_timeout does not bound the wait;
+    statement_timeout does, as it would a blocked statement."""
+    limit_ms = conn.scalar(
+        sa.text("SELECT CAST(setting AS bigint) FROM pg_settings WHERE name = 'statement_timeout'")
+    )
+    deadline = time.monotonic() + limit_ms / 1000 if limit_ms else None
+    pause = _FIRST_PAUSE
+    while True:
+        conn.rollback()
+        if deadline is not None and time.monotonic() >= deadline:
+            raise MigrationFailed(
+                f"another run held the schema for longer than statement_timeout ({limit_ms}ms)"
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, _LONGEST_PAUSE)
+        conn.begin()
+        rows = attempt()
+        if rows[0][0]:
+            return rows
 
 
 def try_lock(conn: Connection, stream: str, schema: str) -> bool:

@@ -36,17 +36,15 @@ no asserts to rewrite, and this marker keeps pytest from warning about that.)
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
-from . import command, database, identifiers
+from . import command, database
 from .config import ConfigArg, Project, load
+from .database import scratch_database
 
 if TYPE_CHECKING:
     from pytest_alembic.config import Config as PytestAlembicConfig
@@ -73,25 +71,6 @@ def stream_config(
     )
 
 
-@contextlib.contextmanager
-def scratch_database(url: str, prefix: str = "alembic_schemas_test") -> Iterator[str]:
-    """Create an empty database on the server of ``url``; yield its URL; drop it afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    quoted = identifiers.quote(name, "database name")
-    admin = database.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    try:
-        with database.connect(admin) as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
-        try:
-            yield make_url(url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with database.connect(admin) as conn:
-                # WITH (FORCE): a test that failed may have left a connection open.
-                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
-    finally:
-        admin.dispose()
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         CONFIG_INI,
@@ -116,7 +95,7 @@ def alembic_schemas_engine(alembic_schemas_project: Project) -> Iterator[sa.Engi
     Its connections start with ``search_path = pg_catalog``, as the CLI's do, so autogenerate
     sees the same schemas as ``alembic-schemas check``.
     """
-    with scratch_database(database.resolve_url(alembic_schemas_project)) as url:
+    with scratch_database(database.session_url(alembic_schemas_project)) as url:
         engine = database.create_engine(url)
         try:
             yield engine

@@ -23,6 +23,9 @@ class SchemaState:
     # Revisions partially applied (statements before an autocommit_block committed, version
     # row not): filled by status, listed under status --json's top-level "partial".
     partial: list[PartialRevision] = field(default_factory=list)
+    # Citus: INVALID indexes of the schema, on the coordinator or a worker ('"s"."i" on
+    # host:port'); status --json lists them under a top-level "invalid_indexes".
+    invalid_indexes: list[str] = field(default_factory=list)
 
     @property
     def at_head(self) -> bool:

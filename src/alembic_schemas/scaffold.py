@@ -14,9 +14,11 @@ TEMPLATE_FILES = ("env.py", "script.py.mako", "alembic.ini")
 
 STARTER = f"""
 [tool.{SECTION}]
-# Database: $ALEMBIC_SCHEMAS_URL, else this url, else an embedded PostgreSQL under
-# .alembic-schemas/ beside this file.
-# url = "postgresql+psycopg://app@localhost/app"
+# Database: "embedded" is a local PostgreSQL kept under .alembic-schemas/ beside this file;
+# for a real server write its URL or the variable holding it: "${{DATABASE_URL}}",
+# "postgresql://app@localhost/app" (asyncpg and psycopg2 URLs are accepted too).
+# $ALEMBIC_SCHEMAS_URL, when set, overrides this.
+url = "embedded"
 script_location = "migrations"
 # lock_timeout = "5s"        # per statement; lock timeouts are retried with back-off
 # statement_timeout = "0"

@@ -61,7 +61,9 @@ def split_script(sql: str) -> list[str]:
                 start = i = n if eol < 0 else eol + 1
             else:
                 i = j + 1
-    if sql[start:].strip() and not blank:
+    if sql[i:].strip():  # plain text after the last quote, comment or ';'
+        blank = False
+    if not blank:
         out.append(sql[start:])
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Sequence
@@ -136,10 +137,19 @@ class Stream:
 
         Tables already naming a schema keep it; tables in other schemas are left to the
         include filters (they are references, e.g. a tenant FK to a shared table).
+
+        A named stream owns the schema-less tables only when *all* its models are schema-less:
+        when some name a schema, the MetaData is shared (one ``SQLModel.metadata`` for a named
+        and a tenant stream) and the schema-less tables are the tenant stream's, so the named
+        stream owns just the tables that name its schema.
         """
         md = self.require_metadata()
-        if schema is None or all(t.schema is not None for t in md.tables.values()):
+        tables = md.tables.values()
+        schemaless = [t for t in tables if t.schema is None]
+        if schema is None or not schemaless:
             return md
+        if not self.is_tenant and len(schemaless) < len(tables):
+            return md  # the include filters compare only the tables naming `schema`
         target = sa.MetaData(naming_convention=md.naming_convention)
         for table in md.sorted_tables:
             copy = table.to_metadata(
@@ -148,10 +158,24 @@ class Stream:
             _keep_names(table, copy)
         return target
 
+    @property
+    def ini_path(self) -> Path:
+        return self.path / "alembic.ini"
+
     def alembic_config(self, **attributes: Any) -> Config:
-        """A plain ``alembic.config.Config`` for this stream, usable with ``alembic.command``."""
-        cfg = Config()
-        cfg.set_main_option("script_location", str(self.path))
+        """A plain ``alembic.config.Config`` for this stream, usable with ``alembic.command``.
+
+        It is read from the stream's ``alembic.ini`` when there is one, so ``file_template``,
+        ``truncate_slug_length``, ``post_write_hooks`` and the rest apply as they do for plain
+        ``alembic -c migrations/<stream>/alembic.ini``; the project's ``-x`` arguments reach
+        env.py as ``context.get_x_argument()``."""
+        ini = self.ini_path
+        cfg = Config(
+            str(ini) if ini.is_file() else None,
+            cmd_opts=argparse.Namespace(x=list(self.project.x_arguments)),
+        )
+        # The stream's folder, wherever the ini's script_location points (%% for ConfigParser).
+        cfg.set_main_option("script_location", str(self.path).replace("%", "%%"))
         cfg.attributes[PROJECT_KEY] = self.project
         cfg.attributes[STREAM_KEY] = self.name
         cfg.attributes.update(attributes)

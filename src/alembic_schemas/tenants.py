@@ -11,10 +11,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
-from . import catalog, command, database, identifiers, locks, provision, records, versions
-from .config import ConfigArg, Project, load
+from . import (
+    catalog,
+    citus,
+    command,
+    database,
+    identifiers,
+    locks,
+    pooling,
+    provision,
+    records,
+    versions,
+)
+from . import database as db  # for functions whose `database` argument hides the module
+from .config import ConfigArg, DatabaseArg, Project, load
 from .errors import AlembicSchemasError, ConfigError, MigrationFailed
 from .results import SchemaResult
 from .runtime import schema as schema_tx
@@ -55,11 +67,13 @@ def tenant_stream(project: Any, stream: str | None) -> Stream:
     return found[0]
 
 
-def list_tenants(*, stream: str | None = None, config: ConfigArg = None) -> list[TenantInfo]:
+def list_tenants(
+    *, stream: str | None = None, database: DatabaseArg = None, config: ConfigArg = None
+) -> list[TenantInfo]:
     """Every tenant of the source with its revision and pending count (two queries)."""
-    project = load(config)
+    project = load(config, database)
     st = tenant_stream(project, stream)
-    with database.session(project) as s, s.connect() as conn:
+    with db.session(project) as s, s.connect() as conn:
         tenants = names(st, conn)
         found = versions.read_versions(conn, tenants, st.version_table, bulk=True)
     return [
@@ -74,6 +88,7 @@ def create(
     stream: str | None = None,
     replay: bool = False,
     connection: Connection | None = None,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> SchemaResult:
     """Provision tenant ``name`` at head.
@@ -83,7 +98,7 @@ def create(
     connection's current transaction (begun if needed) and leaves committing to the caller.
     """
     started = time.perf_counter()
-    project = load(config)
+    project = load(config, database)
     validate_tenant(name, project)
     st = tenant_stream(project, stream)
     if connection is not None:
@@ -91,16 +106,12 @@ def create(
             raise ConfigError("replay=True cannot run inside a caller's connection")
         if not connection.in_transaction():
             connection.begin()
-        _refuse_existing(connection, name)  # before a possibly long snapshot build
-        # The caller's database, not the configured URL (which may be absent: no embedded
-        # server is started for an app that brings its own connection).
-        sql = provision.get_snapshot(st, connection.engine)
-        provision.provision(st, connection, name, sql)
-        after = versions.current_heads(connection, st.version_table, name)
-        return SchemaResult(st.name, name, True, (), after, time.perf_counter() - started)
-    with database.session(project) as s:
+        refuse_existing(connection, name)  # before a possibly long snapshot build
+        sql = snapshot_for(st, connection.engine)
+        return provision_in(connection, st, name, sql, started)
+    with db.session(project) as s:
         with s.connect() as conn:
-            _refuse_existing(conn, name)
+            refuse_existing(conn, name)
             conn.rollback()
         if replay:
             try:
@@ -115,21 +126,51 @@ def create(
             return report[0]
         try:
             try:
-                sql = provision.get_snapshot(st, s.engine)
+                sql = provision.get_snapshot(
+                    st, s.engine, lambda: pooling.refuse_snapshot_build(s, st)
+                )
             except MigrationFailed as exc:  # say which tenant it was for
                 exc.args = (f"{st.name}/{name}: {exc}",)
                 raise
-            with s.connect() as conn:
+            with db.connect(s.pooled) as conn:  # through the pooler, when direct_url is set
                 with conn.begin():
                     provision.provision(st, conn, name, sql, timeouts=schema_tx.timeouts(project))
                 after = versions.current_heads(conn, st.version_table, name)
                 conn.rollback()
         except sa.exc.DBAPIError as exc:  # e.g. a read-only database: say which tenant
-            raise MigrationFailed(f"{st.name}/{name}: {database.describe(exc)}") from None
+            raise MigrationFailed(f"{st.name}/{name}: {db.describe(exc)}") from None
     return SchemaResult(st.name, name, True, (), after, time.perf_counter() - started)
 
 
-def _refuse_existing(conn: Connection, name: str) -> None:
+def snapshot_for(st: Stream, engine: Engine) -> str:
+    """The stream's snapshot, for provisioning in a caller's connection on ``engine``: built
+    (once) through ``direct_url`` when the config names one (the caller may be behind a
+    transaction pooler), else on the caller's database, not the configured URL (which may be
+    absent: no embedded server is started for an app that brings its own connection). An
+    async engine's URL is used through psycopg: the build is sync, and may take seconds."""
+    direct = db.resolve_direct_url(st.project)
+    if direct is None and not engine.dialect.is_async:
+        return provision.get_snapshot(st, engine)
+    own = db.create_engine(direct or engine.url, poolclass=sa.pool.NullPool)
+    try:
+        return provision.get_snapshot(st, own)
+    finally:
+        own.dispose()
+
+
+def provision_in(
+    connection: Connection, st: Stream, name: str, sql: str, started: float
+) -> SchemaResult:
+    """Provision ``name`` from ``sql`` in the caller's transaction on ``connection`` (sync, or
+    the sync face of an AsyncConnection inside ``run_sync``)."""
+    if not connection.in_transaction():
+        connection.begin()
+    provision.provision(st, connection, name, sql)
+    after = versions.current_heads(connection, st.version_table, name)
+    return SchemaResult(st.name, name, True, (), after, time.perf_counter() - started)
+
+
+def refuse_existing(conn: Connection, name: str) -> None:
     if catalog.schema_exists(conn, name):
         raise AlembicSchemasError(f"schema {name!r} already exists")
 
@@ -139,12 +180,13 @@ def drop(
     *,
     stream: str | None = None,
     force: bool = False,
+    database: DatabaseArg = None,
     config: ConfigArg = None,
 ) -> None:
     """Drop tenant ``name`` (its schema, CASCADE). Refuses names the source does not list
     unless ``force``."""
     identifiers.validate(name, "tenant name")
-    project = load(config)
+    project = load(config, database)
     st = tenant_stream(project, stream)
     if identifiers.is_never_tenant(name):  # public, the tool's own schemas
         raise ConfigError(f"refusing to drop {name!r}: not a tenant schema")
@@ -152,7 +194,7 @@ def drop(
     owners = {c.schema: c.name for c in project.streams.values() if c.schema}
     if name in owners:
         raise ConfigError(f"refusing to drop {name!r}: it is the schema of stream {owners[name]!r}")
-    with database.session(project) as s, s.connect() as conn:
+    with db.session(project) as s, s.connect() as conn:
         listed = name in names(st, conn)
         conn.rollback()
         if not listed and not force:
@@ -166,7 +208,11 @@ def drop(
 
 def _drop_schema(conn: Connection, project: Project, st: Stream, name: str) -> bool:
     """Drop the tenant's schema and its records under the tenant's lock; False if absent."""
-    database.set_local(conn, {"lock_timeout": project.lock_timeout})
+    if citus.is_citus(conn):  # the drop takes its shards' locks on a worker too
+        settings = (citus.PROPAGATE, *schema_tx.settings_sql(project))
+        database.send(conn, [(sql, None) for sql in settings])
+    else:
+        database.set_local(conn, {"lock_timeout": project.lock_timeout})
     locks.lock(conn, st.name, name)
     if not catalog.schema_exists(conn, name):
         return False

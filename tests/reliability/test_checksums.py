@@ -20,52 +20,24 @@ import sqlalchemy as sa
 import alembic_schemas
 from alembic_schemas import command
 
-from conftest import ProjectDir
+from helpers import TENANT_STREAM, ProjectDir, config_toml, create_schemas, revision_text
 
 TENANTS = ("t_a", "t_b", "t_c")
 
-CONFIG = """
-[tool.alembic-schemas]
-script_location = "migrations"
-
-[tool.alembic-schemas.streams.core]
-schema = "core"
-
-[tool.alembic-schemas.streams.tenant]
-tenants = "like:t_%"
-"""
-
-
-def _revision(rev: str, down: str | None, body: str) -> str:
-    return (
-        f'"""{rev}"""\n'
-        "import sqlalchemy as sa\n"
-        "from alembic import op\n\n"
-        f"revision = {rev!r}\n"
-        f"down_revision = {down!r}\n"
-        "branch_labels = None\n"
-        "depends_on = None\n\n\n"
-        "def upgrade() -> None:\n"
-        f"{body}\n\n\n"
-        "def downgrade() -> None:\n"
-        "    pass\n"
-    )
-
-
 CORE = {
-    "c1": _revision("c1", None, '    op.execute("CREATE TABLE account (id int)")'),
-    "c2": _revision("c2", "c1", '    op.execute("CREATE TABLE account2 (id int)")'),
+    "c1": revision_text("c1", None, '    op.execute("CREATE TABLE account (id int)")'),
+    "c2": revision_text("c2", "c1", '    op.execute("CREATE TABLE account2 (id int)")'),
 }
 TENANT = {
-    "r1": _revision("r1", None, '    op.execute("CREATE TABLE item (id int)")'),
+    "r1": revision_text("r1", None, '    op.execute("CREATE TABLE item (id int)")'),
     # reads the tenant through a live connection: runs through Alembic, not replay
-    "r2": _revision(
+    "r2": revision_text(
         "r2",
         "r1",
         '    op.get_bind().execute(sa.text("SELECT count(*) FROM item"))\n'
         '    op.execute("CREATE TABLE audit (id int)")',
     ),
-    "r3": _revision("r3", "r2", '    op.execute("CREATE TABLE later (id int)")'),
+    "r3": revision_text("r3", "r2", '    op.execute("CREATE TABLE later (id int)")'),
 }
 
 
@@ -108,15 +80,14 @@ class History:
 
 @pytest.fixture
 def history(project_dir: ProjectDir, db: sa.Engine) -> History:
-    project_dir.write("pyproject.toml", CONFIG)
+    project_dir.write("pyproject.toml", config_toml({"core": {"schema": "core"}, **TENANT_STREAM}))
     alembic_schemas.init(project_dir.root)
     h = History(project_dir, db)
     for rev, text in CORE.items():
         h.write("core", rev, text)
     for rev, text in TENANT.items():
         h.write("tenant", rev, text)
-    with db.connect() as conn:
-        conn.exec_driver_sql(";".join(f"CREATE SCHEMA {t}" for t in TENANTS))
+    create_schemas(db, TENANTS)
     return h
 
 
@@ -202,20 +173,24 @@ def test_failed_upgrade_records_no_applied_row_for_its_revisions(history: Histor
     before = h.rows()
     assert before == _applied(h, ("c1", "c2"), ("r1",), TENANTS)
 
-    h.write("core", "c3", _revision("c3", "c2", '    op.execute("SELECT 1 / 0")'))
+    h.write("core", "c3", revision_text("c3", "c2", '    op.execute("SELECT 1 / 0")'))
     # r2 (Alembic path) and r3 succeed, r4 fails: all in each tenant's one transaction.
-    h.write("tenant", "r4", _revision("r4", "r3", '    op.execute("SELECT 1 / 0")'))
+    h.write("tenant", "r4", revision_text("r4", "r3", '    op.execute("SELECT 1 / 0")'))
     assert h.project.cli("upgrade", "-s", "core").returncode == 1
     assert h.project.cli("upgrade", "-s", "tenant", "--max-failures", "9").returncode == 1
     assert h.rows() == before
 
     # Replay path alone: r2 is made replayable, so r2..r4 replay as SQL and r4 fails.
-    h.write("tenant", "r2", _revision("r2", "r1", '    op.execute("CREATE TABLE audit (id int)")'))
+    h.write(
+        "tenant", "r2", revision_text("r2", "r1", '    op.execute("CREATE TABLE audit (id int)")')
+    )
     assert h.project.cli("upgrade", "-s", "tenant", "--max-failures", "9").returncode == 1
     assert h.rows() == before
     assert h.verify() == (0, ["every applied revision matches its file"])
 
     # Fixed, the same pure replay records every replayed step with its file's hash.
-    h.write("tenant", "r4", _revision("r4", "r3", '    op.execute("CREATE TABLE fixed (id int)")'))
+    h.write(
+        "tenant", "r4", revision_text("r4", "r3", '    op.execute("CREATE TABLE fixed (id int)")')
+    )
     h.project.cli("upgrade", "-s", "tenant", check=True)
     assert h.rows() == before | _applied(h, (), ("r2", "r3", "r4"), TENANTS)

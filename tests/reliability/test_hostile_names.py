@@ -18,7 +18,8 @@ create exactly that schema and nothing else, and a batch of hostile tenants is m
 provisioned and dropped end to end, partly by real ``python -m alembic_schemas`` processes.
 
 ``ALEMBIC_SCHEMAS_HOSTILE_NAMES=N`` sets the total number of generated examples (default
-10,000); ``-s`` prints the count per path.
+2,000, so that the whole suite stays quick; CI and a release check may ask for 10,000 or more);
+``-s`` prints the count per path.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import operator
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -52,7 +52,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pglast.parser import parse_sql_json
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 
 import alembic_schemas
 from alembic_schemas import cli, command, database, identifiers, sources, tenants
@@ -61,13 +61,15 @@ from alembic_schemas.errors import AlembicSchemasError, DatabaseError
 from alembic_schemas.runtime import schema as schema_tx
 from alembic_schemas.streams import SCHEMA_KEY, Stream
 
+from helpers import closed_port, scratch_connection, write_revision
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
 PREFIX = "alembic-schemas: error: "
-TOTAL = int(os.environ.get("ALEMBIC_SCHEMAS_HOSTILE_NAMES") or 10_000)
+TOTAL = int(os.environ.get("ALEMBIC_SCHEMAS_HOSTILE_NAMES") or 2_000)
 
 # Share of the examples per path (sums to 100).
 WEIGHTS = {
@@ -304,13 +306,7 @@ def assert_same_structure(hostile_sql: str, placeholder_sql: str, mapping: dict[
 # --- running the CLI in-process ------------------------------------------------------------
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-NOWHERE = f"postgresql+psycopg://nobody@127.0.0.1:{_closed_port()}/nowhere"
+NOWHERE = f"postgresql+psycopg://nobody@127.0.0.1:{closed_port()}/nowhere"
 
 
 @dataclass
@@ -380,30 +376,12 @@ def _settings(path: str) -> Callable[[Any], Any]:
 
 # --- projects --------------------------------------------------------------------------------
 
-REVISION = '''"""{rev}"""
-import sqlalchemy as sa
-from alembic import op
-
-revision = "{rev}"
-down_revision = {down!r}
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    {up}
-
-
-def downgrade() -> None:
-    {down_body}
-'''
-
 TENANT_REVISIONS = [
     (
         "r1",
         None,
         'op.create_table("item", sa.Column("id", sa.Integer, primary_key=True),'
-        ' sa.Column("name", sa.Text))\n    op.create_index("item_name", "item", ["name"])',
+        ' sa.Column("name", sa.Text))\nop.create_index("item_name", "item", ["name"])',
         'op.drop_table("item")',
     ),
     ("r2", "r1", 'op.add_column("item", sa.Column("note", sa.Text))', 'op.drop_column("item", "note")'),
@@ -472,7 +450,7 @@ AUTOCOMMIT_REVISION = (
     "r3",
     "r2",
     "with op.get_context().autocommit_block():\n"
-    '        op.create_index("item_note", "item", ["note"], postgresql_concurrently=True)',
+    '    op.create_index("item_note", "item", ["note"], postgresql_concurrently=True)',
     'op.drop_index("item_note")',
 )
 
@@ -484,10 +462,7 @@ def make_project(root: Path, config: str, *, autocommit: bool = False) -> Path:
     tenant = [*TENANT_REVISIONS, *([AUTOCOMMIT_REVISION] if autocommit else [])]
     for stream, revisions in (("core", CORE_REVISIONS), ("tenant", tenant)):
         for rev, down, up, down_body in revisions:
-            path = root / "migrations" / stream / "versions" / f"{rev}.py"
-            path.write_text(
-                REVISION.format(rev=rev, down=down, up=up, down_body=down_body), encoding="utf-8"
-            )
+            write_revision(root, stream, rev, down, up, downgrade=down_body)
     return root
 
 
@@ -498,29 +473,10 @@ def offline_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def hostile_db(admin_engine: sa.Engine, server_url: str) -> Iterator[str]:
-    """A throw-away database for the module's PostgreSQL examples."""
-    name = "hostile_" + uuid.uuid4().hex[:12]
-    with admin_engine.connect() as admin:
-        admin.exec_driver_sql(f"CREATE DATABASE {identifiers.quote(name)} TEMPLATE template0")
-    url = make_url(server_url).set(database=name)
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin_engine.connect() as admin:
-            admin.exec_driver_sql(f"DROP DATABASE IF EXISTS {identifiers.quote(name)} WITH (FORCE)")
-
-
-@pytest.fixture(scope="module")
-def conn(hostile_db: str) -> Iterator[Connection]:
-    engine = database.create_engine(hostile_db)
-    try:
-        with engine.connect() as connection:
-            yield connection
-    finally:
-        engine.dispose()
+def conn(admin_engine: sa.Engine, server_url: str) -> Iterator[Connection]:
+    """One connection to a throw-away database, for the module's PostgreSQL examples."""
+    with scratch_connection(admin_engine, server_url, "hostile_") as connection:
+        yield connection
 
 
 def raw_quote(name: str) -> str:

@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -26,18 +25,24 @@ import sqlalchemy as sa
 import alembic_schemas
 from alembic_schemas import embedded, identifiers
 
-from conftest import ProjectDir
-from processes import Fleet, kill, revision_text, wait_for
+from helpers import (
+    HANG,
+    OF_APP,
+    Catalog,
+    ProjectDir,
+    config_toml,
+    create_schemas,
+    finish,
+    kill,
+    wait_for,
+)
 
-CONFIG = """
-[tool.alembic-schemas]
-script_location = "migrations"
-lock_timeout = "2s"
-"""
-STREAMS = {
-    "core": '[tool.alembic-schemas.streams.core]\nschema = "core"\n',
-    "tenant": '[tool.alembic-schemas.streams.tenant]\ntenants = "like:t_%"\n',
-}
+STREAMS = {"core": {"schema": "core"}, "tenant": {"tenants": "like:t_%"}}
+
+
+def _config(*streams: str) -> str:
+    return config_toml({s: STREAMS[s] for s in streams}, lock_timeout="2s")
+
 
 R1 = """
     op.create_table(
@@ -58,119 +63,59 @@ BLOCK = """
 R2 = BLOCK + '    op.add_column("item", sa.Column("note", sa.Text))\n'
 
 
-def _revision(fleet: Fleet, stream: str, rev: str, down: str | None, body: str) -> None:
-    fleet.write_revision(stream, f"{rev}.py", revision_text(rev, down, body))
-
-
-def _project(fleet: Fleet, streams: tuple[str, ...] = ("core", "tenant")) -> None:
-    fleet.project.write("pyproject.toml", "\n".join([CONFIG, *(STREAMS[s] for s in streams)]))
-    alembic_schemas.init(fleet.root)
+def _project(project: ProjectDir, streams: tuple[str, ...] = ("core", "tenant")) -> None:
+    project.write("pyproject.toml", _config(*streams))
+    alembic_schemas.init(project.root)
     for stream in streams:
-        _revision(fleet, stream, "r1", None, R1)
-        _revision(fleet, stream, "r2", "r1", R2)
+        project.revision(stream, "r1", None, R1)
+        project.revision(stream, "r2", "r1", R2)
 
 
-def _indexes(fleet: Fleet, name: str = "item_code") -> dict[str, bool]:
+def _indexes(catalog: Catalog, name: str = "item_code") -> dict[str, bool]:
     """schema -> indisvalid of each index called ``name``."""
-    with fleet.db.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT n.nspname, i.indisvalid FROM pg_index i"
-                " JOIN pg_class c ON c.oid = i.indexrelid"
-                " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = :name"
-            ),
-            {"name": name},
-        )
-        return dict([tuple(r) for r in rows])
+    found = catalog.rows(
+        "SELECT n.nspname, i.indisvalid FROM pg_index i"
+        " JOIN pg_class c ON c.oid = i.indexrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = :name",
+        name=name,
+    )
+    return {r[0]: r[1] for r in found}
 
 
-def _invalid_indexes(fleet: Fleet) -> list[str]:
-    with fleet.db.connect() as conn:
-        return list(
-            conn.scalars(
-                sa.text(
-                    "SELECT n.nspname || '.' || c.relname FROM pg_index i"
-                    " JOIN pg_class c ON c.oid = i.indexrelid"
-                    " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid"
-                )
-            )
-        )
+def _invalid_indexes(catalog: Catalog) -> list[str]:
+    return catalog.strings(
+        "SELECT n.nspname || '.' || c.relname FROM pg_index i"
+        " JOIN pg_class c ON c.oid = i.indexrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid"
+    )
 
 
-def _version(fleet: Fleet, schema: str) -> list[str]:
-    return fleet.version_rows(schema)[schema]
+def _version(catalog: Catalog, schema: str) -> list[str]:
+    return catalog.version_rows(schema)[schema]
 
 
-def _columns(fleet: Fleet, schema: str) -> set[str]:
-    with fleet.db.connect() as conn:
-        return set(
-            conn.scalars(
-                sa.text(
-                    "SELECT column_name FROM information_schema.columns"
-                    " WHERE table_schema = :s AND table_name = 'item'"
-                ),
-                {"s": schema},
-            )
-        )
-
-
-def _applied(fleet: Fleet, schema: str) -> set[str]:
-    with fleet.db.connect() as conn:
-        return set(
-            conn.scalars(
-                sa.text("SELECT revision FROM alembic_schemas.applied WHERE schema_name = :s"),
-                {"s": schema},
-            )
-        )
-
-
-def _unfinished(fleet: Fleet) -> list[tuple[str, str, str]]:
-    with fleet.db.connect() as conn:
-        if conn.scalar(sa.text("SELECT to_regclass('alembic_schemas.unfinished')")) is None:
-            return []
-        rows = conn.execute(
-            sa.text("SELECT stream, schema_name, revision FROM alembic_schemas.unfinished")
-        )
-        return sorted([tuple(r) for r in rows])
-
-
-def _repeat_codes(fleet: Fleet, *schemas: str) -> None:
-    with fleet.db.connect() as conn:
+def _set_codes(catalog: Catalog, value: str, *schemas: str) -> None:
+    """``code = 1`` makes the unique index fail; ``code = id`` lets it build."""
+    with catalog.db.connect() as conn:
         for s in schemas:
-            conn.exec_driver_sql(f"UPDATE {identifiers.qualified(s, 'item')} SET code = 1")
-
-
-def _unique_codes(fleet: Fleet, *schemas: str) -> None:
-    with fleet.db.connect() as conn:
-        for s in schemas:
-            conn.exec_driver_sql(f"UPDATE {identifiers.qualified(s, 'item')} SET code = id")
-
-
-def _line_of(path: Path, text: str) -> int:
-    """The number of the first line of ``path`` holding ``text``."""
-    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
-
-
-@pytest.fixture
-def fleet(project_dir: ProjectDir, db: sa.Engine) -> Fleet:
-    return Fleet(project_dir, db)
+            conn.exec_driver_sql(f"UPDATE {identifiers.qualified(s, 'item')} SET code = {value}")
 
 
 def test_a_failing_create_index_concurrently_leaves_no_invalid_index_and_no_version_row(
-    fleet: Fleet,
+    project: ProjectDir, catalog: Catalog
 ) -> None:
-    _project(fleet)
+    _project(project)
     tenants = [f"t_{i}" for i in range(6)]
     broken = ["t_1", "t_4"]
-    fleet.make_tenants(tenants)
-    proc = fleet.cli("upgrade", "r1")
+    create_schemas(catalog.db, tenants)
+    proc = project.cli("upgrade", "r1")
     assert proc.returncode == 0, proc.stderr
-    _repeat_codes(fleet, "core", *broken)
+    _set_codes(catalog, "1", "core", *broken)
 
     # A failed named stream stops the run before later streams: one run per stream.
     results = {}
     for stream in ("tenant", "core"):
-        proc = fleet.cli("upgrade", "-s", stream, "--json", "--max-failures", "5")
+        proc = project.cli("upgrade", "-s", stream, "--json", "--max-failures", "5")
         assert proc.returncode == 1, proc.stderr
         assert "Traceback" not in proc.stderr
         results.update({r["schema"]: r for r in json.loads(proc.stdout)["results"]})
@@ -181,41 +126,43 @@ def test_a_failing_create_index_concurrently_leaves_no_invalid_index_and_no_vers
         error = results[schema]["error"]
         # the revision, its file and line, PostgreSQL's message and DETAIL, what was done
         stream = "core" if schema == "core" else "tenant"
-        assert error.startswith(f"revision r2 ({fleet.root}/migrations/{stream}/versions/r2.py:")
+        assert error.startswith(f"revision r2 ({project.root}/migrations/{stream}/versions/r2.py:")
         assert '): could not create unique index "item_code"; DETAIL: Key (code)=(1) is' in error
         assert results[schema]["statement"].startswith("CREATE UNIQUE INDEX CONCURRENTLY")
         assert f'dropped the INVALID index "{schema}"."item_code" it left' in error
         assert results[schema]["to"] == ["r1"]
-        assert _version(fleet, schema) == ["r1"]
-        assert "note" not in _columns(fleet, schema), "the statement after the block never ran"
-        assert _applied(fleet, schema) == {"r1"}
-    assert _invalid_indexes(fleet) == []
-    assert _unfinished(fleet) == [], "a failed block that left nothing leaves no marker"
+        assert _version(catalog, schema) == ["r1"]
+        assert "note" not in catalog.columns(schema, "item"), (
+            "the statement after the block never ran"
+        )
+        assert set(catalog.applied(schema)) == {"r1"}
+    assert _invalid_indexes(catalog) == []
+    assert catalog.unfinished() == [], "a failed block that left nothing leaves no marker"
     good = [t for t in tenants if t not in broken]
-    assert _indexes(fleet) == dict.fromkeys(good, True)
+    assert _indexes(catalog) == dict.fromkeys(good, True)
     for tenant in good:
-        assert _version(fleet, tenant) == ["r2"]
-        assert "note" in _columns(fleet, tenant)
-    assert fleet.advisory_locks() == 0
+        assert _version(catalog, tenant) == ["r2"]
+        assert "note" in catalog.columns(tenant, "item")
+    catalog.assert_no_advisory_lock()
 
-    _unique_codes(fleet, "core", *broken)
-    proc = fleet.cli("upgrade")
+    _set_codes(catalog, "id", "core", *broken)
+    proc = project.cli("upgrade")
     assert proc.returncode == 0, proc.stderr
-    assert _indexes(fleet) == dict.fromkeys(["core", *tenants], True)
-    assert all(_version(fleet, s) == ["r2"] for s in ["core", *tenants])
-    assert _unfinished(fleet) == []
+    assert _indexes(catalog) == dict.fromkeys(["core", *tenants], True)
+    assert all(_version(catalog, s) == ["r2"] for s in ["core", *tenants])
+    assert catalog.unfinished() == []
 
 
 def test_statements_before_an_autocommit_block_are_refused_and_nothing_commits(
-    fleet: Fleet,
+    project: ProjectDir, catalog: Catalog
 ) -> None:
-    fleet.project.write("pyproject.toml", CONFIG + STREAMS["core"])
-    alembic_schemas.init(fleet.root)
-    _revision(fleet, "core", "r1", None, R1)
+    project.write("pyproject.toml", _config("core"))
+    alembic_schemas.init(project.root)
+    project.revision("core", "r1", None, R1)
     before = '    op.add_column("item", sa.Column("early", sa.Text))\n'
-    _revision(fleet, "core", "r2", "r1", before + BLOCK)
+    project.revision("core", "r2", "r1", before + BLOCK)
 
-    proc = fleet.cli("upgrade", "-s", "core")
+    proc = project.cli("upgrade", "-s", "core")
     assert proc.returncode == 1
     message = proc.stderr.strip()
     print(f"\nstatement before the block: {message}")
@@ -226,70 +173,69 @@ def test_statements_before_an_autocommit_block_are_refused_and_nothing_commits(
         " 'core' to commit them first as Alembic does"
     ), message
     # r1, and creating the schema, ran in the same transaction: nothing was committed.
-    assert fleet.version_rows("core") == {}, "no schema core"
-    assert fleet.advisory_locks() == 0
+    assert catalog.version_rows("core") == {}, "no schema core"
+    catalog.assert_no_advisory_lock()
 
 
 def test_a_failure_after_the_block_keeps_earlier_revisions_and_says_what_stays(
-    fleet: Fleet,
+    project: ProjectDir, catalog: Catalog
 ) -> None:
-    _project(fleet, ("tenant",))
-    _revision(fleet, "tenant", "r3", "r2", '    op.execute("SELECT 1 / 0")\n')
-    fleet.make_tenants(["t_a"])
+    _project(project, ("tenant",))
+    project.revision("tenant", "r3", "r2", '    op.execute("SELECT 1 / 0")\n')
+    create_schemas(catalog.db, ["t_a"])
 
-    proc = fleet.cli("upgrade", "--json")
+    proc = project.cli("upgrade", "--json")
     assert proc.returncode == 1
     (result,) = json.loads(proc.stdout)["results"]
     print(f"\nfailure after the block: {result['error']}")
-    r3 = fleet.root / "migrations" / "tenant" / "versions" / "r3.py"
+    r3 = project.root / "migrations" / "tenant" / "versions" / "r3.py"
     assert result["error"] == f"revision r3 ({r3}): division by zero"  # replayed: no line
     assert result["from"] == [] and result["to"] == ["r2"]
     # r2 (block, then the rest and its version row) committed before r3 started.
-    assert _version(fleet, "t_a") == ["r2"]
-    assert _applied(fleet, "t_a") == {"r1", "r2"}
-    assert _indexes(fleet) == {"t_a": True}
-    assert "note" in _columns(fleet, "t_a")
+    assert _version(catalog, "t_a") == ["r2"]
+    assert set(catalog.applied("t_a")) == {"r1", "r2"}
+    assert _indexes(catalog) == {"t_a": True}
+    assert "note" in catalog.columns("t_a", "item")
 
     # The statement after the block fails: the block stays, and the error says so.
-    _revision(
-        fleet,
-        "tenant",
-        "r3",
-        "r2",
-        BLOCK.replace("item_code", "item_code3") + ('    op.execute("SELECT 1 / 0")\n'),
-    )
-    proc = fleet.cli("upgrade", "--json")
+    block3 = BLOCK.replace("item_code", "item_code3")
+    project.revision("tenant", "r3", "r2", block3 + '    op.execute("SELECT 1 / 0")\n')
+    proc = project.cli("upgrade", "--json")
     (result,) = json.loads(proc.stdout)["results"]
     assert result["error"] == (
         f"revision r3 ({r3}:{_line_of(r3, '1 / 0')}): division by zero; revision r3's"
-        " autocommit_block had"
-        " completed and stays; its version"
+        " autocommit_block had completed and stays; its version"
         " row was not written, so the next run runs the block again (write it to be"
         " repeatable, e.g. create_index(..., if_not_exists=True))"
     )
-    assert _version(fleet, "t_a") == ["r2"]
-    assert _indexes(fleet, "item_code3") == {"t_a": True}
+    assert _version(catalog, "t_a") == ["r2"]
+    assert _indexes(catalog, "item_code3") == {"t_a": True}
 
-    _revision(fleet, "tenant", "r3", "r2", BLOCK.replace("item_code", "item_code3"))
-    proc = fleet.cli("upgrade")
+    project.revision("tenant", "r3", "r2", BLOCK.replace("item_code", "item_code3"))
+    proc = project.cli("upgrade")
     assert proc.returncode == 0, proc.stderr
-    assert _version(fleet, "t_a") == ["r3"]
-    assert _unfinished(fleet) == []
-    assert fleet.advisory_locks() == 0
+    assert _version(catalog, "t_a") == ["r3"]
+    assert catalog.unfinished() == []
+    catalog.assert_no_advisory_lock()
 
 
-def _cic_waiting(fleet: Fleet, app: str) -> bool:
-    found = fleet.scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = :app"
+def _line_of(path: Path, text: str) -> int:
+    """The number of the first line of ``path`` holding ``text``."""
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+def _cic_waiting(catalog: Catalog, app: str) -> bool:
+    found = catalog.scalar(
+        f"SELECT count(*) FROM pg_stat_activity WHERE {OF_APP}"
         " AND query LIKE 'CREATE UNIQUE INDEX CONCURRENTLY%' AND wait_event_type = 'Lock'",
         app=app,
     )
     return found == 1
 
 
-def _cic_backend(fleet: Fleet, app: str) -> int:
-    pid = fleet.scalar(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = :app"
+def _cic_backend(catalog: Catalog, app: str) -> int:
+    pid = catalog.scalar(
+        f"SELECT pid FROM pg_stat_activity WHERE {OF_APP}"
         " AND query LIKE 'CREATE UNIQUE INDEX CONCURRENTLY%'",
         app=app,
     )
@@ -298,35 +244,38 @@ def _cic_backend(fleet: Fleet, app: str) -> int:
 
 
 @contextlib.contextmanager
-def _block_waiting(fleet: Fleet, app: str) -> Iterator[tuple[sa.Connection, subprocess.Popen[str]]]:
+def _block_waiting(
+    project: ProjectDir, catalog: Catalog, app: str
+) -> Iterator[tuple[sa.Connection, subprocess.Popen[str]]]:
     """Tenant t_a at r1, and a run (``app``) whose block waits inside CREATE INDEX
     CONCURRENTLY: the yielded connection holds a write transaction on the table."""
-    _project(fleet, ("tenant",))
-    fleet.make_tenants(["t_a"])
-    assert fleet.cli("upgrade", "r1").returncode == 0
-    with fleet.db.connect() as writer:
+    _project(project, ("tenant",))
+    create_schemas(catalog.db, ["t_a"])
+    assert project.cli("upgrade", "r1").returncode == 0
+    with catalog.db.connect() as writer:
         writer.exec_driver_sql("BEGIN")
         writer.exec_driver_sql('UPDATE "t_a".item SET code = code WHERE id = 1')
-        proc = fleet.spawn("upgrade", "--json", app=app)
+        proc = project.spawn("upgrade", "--json", app=app)
         try:
-            wait_for("the block to wait", partial(_cic_waiting, fleet, app))
+            wait_for("the block to wait", partial(_cic_waiting, catalog, app))
             yield writer, proc
         finally:
             kill(proc)
 
 
 def test_a_concurrent_run_waits_for_the_block_instead_of_running_it_twice(
-    fleet: Fleet,
+    project: ProjectDir, catalog: Catalog
 ) -> None:
-    with _block_waiting(fleet, "as_first") as (writer, first):
-        second = fleet.spawn("upgrade", "--json", app="as_second")
+    with _block_waiting(project, catalog, "as_first") as (writer, first):
+        second = project.spawn("upgrade", "--json", app="as_second")
         try:
-            time.sleep(2.0)  # ample for the second run to reach the tenant
-            assert second.poll() is None, "the second run did not wait for the first one's lock"
-            assert first.poll() is None
+            # The second run reaches the tenant and queues behind the first one's lock.
+            waiting = catalog.waiting_for_lock("as_second")
+            wait_for("the second run to wait for the tenant's lock", waiting)
+            assert second.poll() is None and first.poll() is None
             writer.exec_driver_sql("ROLLBACK")
-            out1, err1 = first.communicate(timeout=60)
-            out2, err2 = second.communicate(timeout=60)
+            out1, err1 = finish(first)
+            out2, err2 = finish(second)
         finally:
             kill(second)
     assert first.returncode == 0, err1
@@ -334,47 +283,50 @@ def test_a_concurrent_run_waits_for_the_block_instead_of_running_it_twice(
     statuses = [json.loads(out)["results"][0]["status"] for out in (out1, out2)]
     print(f"\nconcurrent runs over a block: {statuses}")
     assert sorted(statuses) == ["applied", "unchanged"]
-    assert _version(fleet, "t_a") == ["r2"]
-    assert _indexes(fleet) == {"t_a": True}
-    assert fleet.advisory_locks() == 0
+    assert _version(catalog, "t_a") == ["r2"]
+    assert _indexes(catalog) == {"t_a": True}
+    catalog.assert_no_advisory_lock("as_first", "as_second")
 
 
-def test_a_run_killed_inside_the_block_is_finished_by_the_next_run(fleet: Fleet) -> None:
-    with _block_waiting(fleet, "as_killed") as (writer, proc):
+def test_a_run_killed_inside_the_block_is_finished_by_the_next_run(
+    project: ProjectDir, catalog: Catalog
+) -> None:
+    with _block_waiting(project, catalog, "as_killed") as (writer, proc):
         # The host dies: the process and its server backend both go.
         os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=10)
-        with fleet.db.connect() as admin:
+        finish(proc)
+        with catalog.db.connect() as admin:
             admin.execute(
                 sa.text("SELECT pg_terminate_backend(:pid)"),
-                {"pid": _cic_backend(fleet, "as_killed")},
+                {"pid": _cic_backend(catalog, "as_killed")},
             )
         writer.exec_driver_sql("ROLLBACK")
-    wait_for("the killed run's backends to end", partial(fleet.no_backends, "as_killed"))
-    assert _indexes(fleet) == {"t_a": False}, "the killed CREATE INDEX CONCURRENTLY left it"
-    assert _version(fleet, "t_a") == ["r1"]
-    assert _unfinished(fleet) == [("tenant", "t_a", "r2")]
-    assert fleet.advisory_locks() == 0
+    catalog.assert_no_advisory_lock("as_killed")
+    assert _indexes(catalog) == {"t_a": False}, "the killed CREATE INDEX CONCURRENTLY left it"
+    assert _version(catalog, "t_a") == ["r1"]
+    assert catalog.unfinished() == [("tenant", "t_a", "r2")]
 
-    proc2 = fleet.cli("upgrade")
+    proc2 = project.cli("upgrade")
     assert proc2.returncode == 0, proc2.stderr
-    assert _indexes(fleet) == {"t_a": True}
-    assert _version(fleet, "t_a") == ["r2"]
-    assert _unfinished(fleet) == []
+    assert _indexes(catalog) == {"t_a": True}
+    assert _version(catalog, "t_a") == ["r2"]
+    assert catalog.unfinished() == []
 
 
-def test_an_invalid_index_the_tool_did_not_leave_is_named_with_its_fix(fleet: Fleet) -> None:
-    _project(fleet, ("tenant",))
-    fleet.make_tenants(["t_a"])
-    assert fleet.cli("upgrade", "r1").returncode == 0
-    with fleet.db.connect() as conn:
+def test_an_invalid_index_the_tool_did_not_leave_is_named_with_its_fix(
+    project: ProjectDir, catalog: Catalog
+) -> None:
+    _project(project, ("tenant",))
+    create_schemas(catalog.db, ["t_a"])
+    assert project.cli("upgrade", "r1").returncode == 0
+    with catalog.db.connect() as conn:
         conn.exec_driver_sql('UPDATE "t_a".item SET code = 1')
         with pytest.raises(sa.exc.IntegrityError):
             conn.exec_driver_sql('CREATE UNIQUE INDEX CONCURRENTLY "by hand" ON "t_a".item (code)')
         conn.exec_driver_sql('UPDATE "t_a".item SET code = id')
-    assert _indexes(fleet, "by hand") == {"t_a": False}
+    assert _indexes(catalog, "by hand") == {"t_a": False}
 
-    proc = fleet.cli("upgrade")
+    proc = project.cli("upgrade")
     assert proc.returncode == 1
     fix = 'DROP INDEX CONCURRENTLY "t_a"."by hand"'
     print(f"\nforeign INVALID index: {proc.stderr.strip()}")
@@ -383,19 +335,21 @@ def test_an_invalid_index_the_tool_did_not_leave_is_named_with_its_fix(fleet: Fl
         " interrupted CREATE INDEX CONCURRENTLY?) would break revision r2's autocommit_block;"
         f" drop them and run again: {fix}"
     )
-    assert _version(fleet, "t_a") == ["r1"]
-    assert _indexes(fleet, "by hand") == {"t_a": False}, "not ours to drop"
+    assert _version(catalog, "t_a") == ["r1"]
+    assert _indexes(catalog, "by hand") == {"t_a": False}, "not ours to drop"
 
-    with fleet.db.connect() as conn:
+    with catalog.db.connect() as conn:
         conn.exec_driver_sql(fix)
-    proc = fleet.cli("upgrade")
+    proc = project.cli("upgrade")
     assert proc.returncode == 0, proc.stderr
-    assert _version(fleet, "t_a") == ["r2"]
+    assert _version(catalog, "t_a") == ["r2"]
 
 
-def test_upgrade_sql_runs_the_block_outside_the_transaction_in_the_tenant(fleet: Fleet) -> None:
-    _project(fleet, ("tenant",))
-    proc = fleet.cli("upgrade", "-s", "tenant", "--tenant", "t_sql", "--sql")
+def test_upgrade_sql_runs_the_block_outside_the_transaction_in_the_tenant(
+    project: ProjectDir, catalog: Catalog
+) -> None:
+    _project(project, ("tenant",))
+    proc = project.cli("upgrade", "-s", "tenant", "--tenant", "t_sql", "--sql")
     assert proc.returncode == 0, proc.stderr
     script = proc.stdout
     order = [
@@ -412,13 +366,13 @@ def test_upgrade_sql_runs_the_block_outside_the_transaction_in_the_tenant(fleet:
         at = script.index(line, at) + len(line)
     # psql runs it as written (CREATE INDEX CONCURRENTLY refuses to run in a transaction).
     psql = embedded.bin_path() / "psql"
-    url = sa.engine.make_url(fleet.project.url)
+    url = sa.engine.make_url(project.url)
     run = subprocess.run(
         [str(psql), "-X", "-v", "ON_ERROR_STOP=1", "-q", "-f", "-"],
         input=script,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG,
         env={
             **os.environ,
             "PGHOST": str(url.query.get("host") or url.host or ""),
@@ -429,8 +383,8 @@ def test_upgrade_sql_runs_the_block_outside_the_transaction_in_the_tenant(fleet:
         },
     )
     assert run.returncode == 0, run.stderr
-    assert _indexes(fleet) == {"t_sql": True}
-    assert _version(fleet, "t_sql") == ["r2"]
+    assert _indexes(catalog) == {"t_sql": True}
+    assert _version(catalog, "t_sql") == ["r2"]
 
 
 MODELS = """
@@ -450,42 +404,44 @@ item = sa.Table(
 
 
 def test_tenant_autogenerate_runs_a_history_with_a_block_in_its_rolled_back_scratch_schema(
-    fleet: Fleet,
+    project: ProjectDir, catalog: Catalog
 ) -> None:
-    _project(fleet, ("tenant",))
-    fleet.project.write("nt_models.py", MODELS)
-    config = (fleet.root / "pyproject.toml").read_text()
-    fleet.project.write("pyproject.toml", config + 'metadata = "nt_models:metadata"\n')
+    _project(project, ("tenant",))
+    project.write("nt_models.py", MODELS)
+    config = (project.root / "pyproject.toml").read_text()
+    project.write("pyproject.toml", config + 'metadata = "nt_models:metadata"\n')
 
-    proc = fleet.cli("revision", "-s", "tenant", "-m", "added", "--autogenerate")
+    proc = project.cli("revision", "-s", "tenant", "-m", "added", "--autogenerate")
     assert proc.returncode == 0, proc.stderr
-    (new,) = [p for p in fleet.project.versions("tenant") if p.name not in {"r1.py", "r2.py"}]
+    (new,) = [p for p in project.versions("tenant") if p.name not in {"r1.py", "r2.py"}]
     upgrade = new.read_text().split("def downgrade")[0]
     assert "op.add_column('item', sa.Column('added'" in upgrade, upgrade
     assert "drop_" not in upgrade and "create_index" not in upgrade, upgrade
-    with fleet.db.connect() as conn:
+    with catalog.db.connect() as conn:
         left = conn.scalars(
             sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'alembic_schemas_scr%'")
         ).all()
     assert left == [], "the scratch schema never outlives the call"
-    assert _unfinished(fleet) == []
+    assert catalog.unfinished() == []
 
 
-def test_a_failed_tenant_create_leaves_no_partly_created_tenant(fleet: Fleet) -> None:
-    fleet.project.write("pyproject.toml", CONFIG + STREAMS["tenant"])
-    alembic_schemas.init(fleet.root)
+def test_a_failed_tenant_create_leaves_no_partly_created_tenant(
+    project: ProjectDir, catalog: Catalog
+) -> None:
+    project.write("pyproject.toml", _config("tenant"))
+    alembic_schemas.init(project.root)
     repeated = R1.replace("SELECT g FROM", "SELECT 1 FROM")  # the block's unique index fails
-    _revision(fleet, "tenant", "r1", None, repeated)
-    _revision(fleet, "tenant", "r2", "r1", R2)
+    project.revision("tenant", "r1", None, repeated)
+    project.revision("tenant", "r2", "r1", R2)
 
     for how in (["--replay"], []):
-        proc = fleet.cli("tenants", "create", *how, "t_new")
+        proc = project.cli("tenants", "create", *how, "t_new")
         assert proc.returncode == 1, proc.stderr
         message = proc.stderr.strip().splitlines()[-1]
         print(f"\ntenants create {' '.join(how)}: {message}")
         assert 'could not create unique index "item_code"' in message
         if how:
             assert message.endswith("(the partly created schema was dropped)"), message
-        assert fleet.version_rows("t_new") == {}, "no tenant t_new"
-        assert _invalid_indexes(fleet) == []
-    assert fleet.advisory_locks() == 0
+        assert catalog.version_rows("t_new") == {}, "no tenant t_new"
+        assert _invalid_indexes(catalog) == []
+    catalog.assert_no_advisory_lock()

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,7 @@ import alembic_schemas
 from alembic_schemas import identifiers
 
 from alembic_reference import assert_same_schema, plain_alembic
-from conftest import ProjectDir
-from processes import Fleet, kill, wait_for
+from helpers import Catalog, ProjectDir, create_schemas, kill, wait_for
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "write_before_block"
 COMMITTED = (
@@ -33,14 +33,30 @@ COMMITTED = (
 
 
 @pytest.fixture
-def fleet(project_dir: ProjectDir, db: sa.Engine) -> Fleet:
+def fleet(project_dir: ProjectDir, catalog: Catalog) -> Fleet:
     shutil.copy(FIXTURE / "pyproject.toml", project_dir.root)
     alembic_schemas.init(project_dir.root)
     for stream in ("core", "tenant"):
         versions = project_dir.root / "migrations" / stream / "versions"
         for path in sorted((FIXTURE / "versions").glob("*.py")):
             shutil.copy(path, versions)
-    return Fleet(project_dir, db)
+    return Fleet(project_dir, catalog)
+
+
+@dataclass
+class Fleet:
+    """The fixture's project and what its database holds."""
+
+    project: ProjectDir
+    catalog: Catalog
+
+    @property
+    def root(self) -> Path:
+        return self.project.root
+
+    @property
+    def db(self) -> sa.Engine:
+        return self.catalog.db
 
 
 def _unfinished(fleet: Fleet) -> list[tuple[object, ...]]:
@@ -57,14 +73,14 @@ def _unfinished(fleet: Fleet) -> list[tuple[object, ...]]:
 
 
 def _run(fleet: Fleet, *args: str) -> tuple[int, str, str]:
-    proc = fleet.cli(*args)
+    proc = fleet.project.cli(*args)
     return proc.returncode, proc.stdout, proc.stderr.strip()
 
 
 def test_writes_before_a_block_commit_first_and_every_schema_matches_plain_alembic(
     fleet: Fleet,
 ) -> None:
-    fleet.make_tenants(["t_a", "t_b"])
+    create_schemas(fleet.db, ["t_a", "t_b"])
     code, _, err = _run(fleet, "upgrade", "r2")
     assert code == 0, err
     for how in ([], ["--replay"]):
@@ -78,7 +94,7 @@ def test_writes_before_a_block_commit_first_and_every_schema_matches_plain_alemb
     for schema in ("core", "t_a", "t_b", "t_new0", "t_new1"):
         assert_same_schema(fleet.db, schema, "reference")
     assert _unfinished(fleet) == []
-    assert fleet.advisory_locks() == 0
+    assert fleet.catalog.advisory_locks() == 0
 
 
 def _repeat_codes(fleet: Fleet, schema: str) -> None:
@@ -89,7 +105,7 @@ def _repeat_codes(fleet: Fleet, schema: str) -> None:
 def test_a_failed_block_leaves_the_revision_partial_and_the_next_run_names_it(
     fleet: Fleet,
 ) -> None:
-    fleet.make_tenants(["t_a", "t_b"])
+    create_schemas(fleet.db, ["t_a", "t_b"])
     assert _run(fleet, "upgrade", "r1")[0] == 0
     _repeat_codes(fleet, "t_b")
 
@@ -133,7 +149,7 @@ def test_a_failed_block_leaves_the_revision_partial_and_the_next_run_names_it(
         " 'alembic-schemas stamp -s tenant --tenant t_b r1'"
     ), err
     assert len(err.splitlines()) == 1
-    assert fleet.version_rows("t_b") == {"t_b": ["r1"]}
+    assert fleet.catalog.version_rows("t_b") == {"t_b": ["r1"]}
 
     # settled by hand (the rest of r2 done), stamped: the next run goes on from there
     with fleet.db.connect() as conn:
@@ -143,13 +159,13 @@ def test_a_failed_block_leaves_the_revision_partial_and_the_next_run_names_it(
     assert _unfinished(fleet) == []
     code, _, err = _run(fleet, "upgrade", "-s", "tenant")
     assert code == 0, err
-    assert fleet.version_rows() == {"t_a": ["r3"], "t_b": ["r3"]}
-    assert fleet.advisory_locks() == 0
+    assert fleet.catalog.version_rows() == {"t_a": ["r3"], "t_b": ["r3"]}
+    assert fleet.catalog.advisory_locks() == 0
 
 
 def _waiting_on(fleet: Fleet, app: str, gate: int) -> int | None:
     """The pid of ``app``'s backend waiting for advisory lock ``gate``."""
-    pid = fleet.scalar(
+    pid = fleet.catalog.scalar(
         "SELECT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid"
         " WHERE a.application_name = :app AND l.locktype = 'advisory' AND NOT l.granted"
         " AND l.objid = :gate",
@@ -171,12 +187,12 @@ def _waiting_on(fleet: Fleet, app: str, gate: int) -> int | None:
 def test_a_run_killed_anywhere_in_a_partial_revision_is_completed_or_named_by_the_next_run(
     fleet: Fleet, gate: int, committed: str | None
 ) -> None:
-    fleet.make_tenants(["t_a"])
+    create_schemas(fleet.db, ["t_a"])
     assert _run(fleet, "upgrade", "-s", "tenant", "r1")[0] == 0
     app = f"as_killed_{gate}"
     with fleet.db.connect() as holder:
         holder.execute(sa.text("SELECT pg_advisory_lock(:g)"), {"g": gate})
-        proc = fleet.spawn("upgrade", "-s", "tenant", app=app)
+        proc = fleet.project.spawn("upgrade", "-s", "tenant", app=app)
         try:
             wait_for(f"the run to reach gate {gate}", lambda: bool(_waiting_on(fleet, app, gate)))
             pid = _waiting_on(fleet, app, gate)
@@ -186,14 +202,14 @@ def test_a_run_killed_anywhere_in_a_partial_revision_is_completed_or_named_by_th
         finally:
             kill(proc)
             holder.execute(sa.text("SELECT pg_advisory_unlock(:g)"), {"g": gate})
-    wait_for("the killed run's backends to end", lambda: fleet.no_backends(app))
-    assert fleet.version_rows() == {"t_a": ["r1"]}
+    wait_for("the killed run's backends to end", lambda: fleet.catalog.backends(app) == 0)
+    assert fleet.catalog.version_rows() == {"t_a": ["r1"]}
 
     code, _, err = _run(fleet, "upgrade", "-s", "tenant")
     print(f"\nkilled at gate {gate}: next run exit {code}: {err}")
     if committed is None:
         assert code == 0, err
-        assert fleet.version_rows() == {"t_a": ["r3"]}
+        assert fleet.catalog.version_rows() == {"t_a": ["r3"]}
         assert _unfinished(fleet) == []
     else:
         assert code == 1
@@ -201,5 +217,5 @@ def test_a_run_killed_anywhere_in_a_partial_revision_is_completed_or_named_by_th
         assert err.startswith("alembic-schemas: error: tenant/t_a: revision r2 (")
         assert f" committed {committed}, but not its version row;" in err, err
         assert _unfinished(fleet) == [("tenant", "t_a", "r2", True, committed)]
-        assert fleet.version_rows() == {"t_a": ["r1"]}
-    assert fleet.advisory_locks() == 0
+        assert fleet.catalog.version_rows() == {"t_a": ["r1"]}
+    assert fleet.catalog.advisory_locks() == 0

@@ -25,7 +25,7 @@ from alembic_schemas import database
 from alembic_schemas.config import load_project
 from alembic_schemas.runtime import schema as schema_tx
 
-from conftest import ProjectDir
+from helpers import ProjectDir
 
 APP_PRIVILEGES = '["SELECT", "INSERT"]'
 
@@ -78,112 +78,7 @@ sa.Table(
 sa.Table("tag", tenant, sa.Column("id", sa.Integer, primary_key=True), sa.Column("label", sa.Text))
 """
 
-HEADER = '''
-"""{doc}"""
-import sqlalchemy as sa
-from alembic import op
-
-revision = "{rev}"
-down_revision = {down}
-branch_labels = None
-depends_on = None
-'''
-
-# Named stream: unqualified table, varchar lower(), now(), integer + numeric.
-CORE_1 = (
-    HEADER.format(doc="account", rev="c1", down=None)
-    + """
-
-def upgrade() -> None:
-    op.create_table(
-        "account",
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("email", sa.String(100), nullable=False),
-        sa.Column("created", sa.DateTime(timezone=True)),
-        sa.Column("score", sa.Numeric),
-        schema="core",
-    )
-    op.execute(
-        "INSERT INTO account (email, created, score) "
-        "VALUES (lower(CAST('Mixed@Example.COM' AS varchar)), now(), 1 + 1.5)"
-    )
-
-
-def downgrade() -> None:
-    op.drop_table("account", schema="core")
-"""
-)
-
-CORE_2 = (
-    HEADER.format(doc="invoice", rev="c2", down='"c1"')
-    + """
-
-def upgrade() -> None:
-    op.create_table(
-        "invoice",
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("total", sa.Numeric, nullable=False),
-        schema="core",
-    )
-
-
-def downgrade() -> None:
-    op.drop_table("invoice", schema="core")
-"""
-)
-
-# Tenant stream, replayed as SQL.
-TENANT_1 = (
-    HEADER.format(doc="note", rev="t1", down=None)
-    + """
-
-def upgrade() -> None:
-    op.create_table(
-        "note",
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("body", sa.String(100), nullable=False),
-        sa.Column("n", sa.Numeric),
-    )
-    op.execute("INSERT INTO note (body, n) VALUES (CAST('Replayed' AS varchar), 1 + 1.5)")
-    op.execute("UPDATE note SET body = lower(body)")
-
-
-def downgrade() -> None:
-    op.drop_table("note")
-"""
-)
-
-# Tenant stream, online through Alembic (op.get_bind).
-TENANT_2 = (
-    HEADER.format(doc="online", rev="t2", down='"t1"')
-    + """
-
-def upgrade() -> None:
-    bind = op.get_bind()
-    bind.exec_driver_sql(
-        "INSERT INTO note (body, n) VALUES (lower(CAST('Online' AS varchar)), 1 + 1.5)"
-    )
-
-
-def downgrade() -> None:
-    op.execute("DELETE FROM note WHERE body = 'online'")
-"""
-)
-
-TENANT_3 = (
-    HEADER.format(doc="tag", rev="t3", down='"t2"')
-    + """
-
-def upgrade() -> None:
-    op.create_table(
-        "tag", sa.Column("id", sa.Integer, primary_key=True), sa.Column("label", sa.Text)
-    )
-
-
-def downgrade() -> None:
-    op.drop_table("tag")
-"""
-)
+# The revisions: tests/fixtures/security (core: c1, c2; tenant: t1, t2 online, t3).
 
 PLANTS = [
     "CREATE FUNCTION public.lower(varchar) RETURNS text LANGUAGE sql AS $$ SELECT 'hijacked' $$",
@@ -245,8 +140,7 @@ def write_project(project: ProjectDir, *, grants: str = "") -> None:
     )
     project.write("sec_models.py", MODELS)
     project.cli("init", check=True)
-    project.write("migrations/core/versions/c1_account.py", CORE_1)
-    project.write("migrations/tenant/versions/t1_note.py", TENANT_1)
+    project.install("security", "c1_account", "t1_note")
 
 
 # --- promise 8: search_path hijack ---------------------------------------------------------
@@ -278,7 +172,7 @@ def test_objects_planted_in_public_are_never_used_by_migrations_or_autogenerate(
         conn.exec_driver_sql("SET search_path TO pg_catalog")
 
     write_project(project_dir)
-    project_dir.write("migrations/tenant/versions/t2_online.py", TENANT_2)
+    project_dir.install("security", "t2_online")
     project_dir.cli("upgrade", "-s", "core", check=True)
     project_dir.cli("upgrade", "-s", "tenant", "--tenant", "t_a", "t1", check=True)  # replay
     project_dir.cli("upgrade", "-s", "tenant", "--tenant", "t_a", check=True)  # online t2
@@ -326,7 +220,7 @@ def test_non_superuser_migrator_runs_named_and_tenant_streams_and_app_role_gets_
         conn.exec_driver_sql(f'GRANT CREATE ON DATABASE "{database_name}" TO {migrator}')
     as_migrator = ProjectDir(project_dir.root, url_for(db_url, migrator))
     write_project(as_migrator, grants=f"{{ {app} = {APP_PRIVILEGES} }}")
-    project_dir.write("migrations/tenant/versions/t2_online.py", TENANT_2)
+    project_dir.install("security", "t2_online")
 
     as_migrator.cli("upgrade", check=True)
     for tenant in ("t_a", "t_b", "t_c"):
@@ -344,8 +238,7 @@ def test_non_superuser_migrator_runs_named_and_tenant_streams_and_app_role_gets_
     assert "--replay" in line, line
 
     # Later revisions in both streams, then a fleet upgrade and a clean check.
-    project_dir.write("migrations/core/versions/c2_invoice.py", CORE_2)
-    project_dir.write("migrations/tenant/versions/t3_tag.py", TENANT_3)
+    project_dir.install("security", "c2_invoice", "t3_tag")
     with (project_dir.root / "sec_models.py").open("a") as f:
         f.write(INVOICE_MODEL)
     as_migrator.cli("upgrade", check=True)

@@ -12,6 +12,7 @@ from ..streams import Stream
 from .comparators import PLUGINS
 from .enums import compare_type, process_revision_directives
 from .options import MODELS_OPTION, SCHEMA_OPTION, SCHEMALESS_OPTION
+from .render import render_item
 
 
 def hooks(
@@ -26,6 +27,7 @@ def hooks(
         "autogenerate_plugins": PLUGINS,
         "process_revision_directives": process_revision_directives,
         "compare_type": compare_type,
+        "render_item": render_item,  # imports for types from outside SQLAlchemy (sqlmodel)
     }
 
 

@@ -34,7 +34,7 @@ from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
-from .. import database, extensions, records, versions
+from .. import citus, database, extensions, records, versions
 from ..config import Project
 from ..errors import (
     AlembicSchemasError,
@@ -110,6 +110,7 @@ class Executor:
             else None
         )
         self._failures = 0
+        self._citus = False
         self._stop = threading.Event()
 
     def where(self, schema: str) -> str:
@@ -124,6 +125,7 @@ class Executor:
         a named schema is always visited (its result is reported, applied or not)."""
         target = versions.resolve(self.stream.script, self.action.revision) if self.replayer else ()
         with database.connect(self.engine) as conn:
+            self._citus = citus.is_citus(conn)
             current = versions.read_versions(conn, schemas, self.stream.version_table, bulk=True)
             conn.rollback()
         todo = [s for s in schemas if not (self.replayer and current[s] == target)]
@@ -154,10 +156,24 @@ class Executor:
         if not plan.todo:
             return []
         ensure_records(self.engine)  # applied-revision rows are written per schema
+        if self._citus and self.replayer is not None:
+            self._refuse_unreferenceable(plan)
         if self.jobs > 1 and len(plan.todo) > 1 and self.needs_alembic(plan):
             return self._run_in_processes(plan)
         self.segments(plan)
         return self._run_in_threads(plan)
+
+    def _refuse_unreferenceable(self, plan: Plan) -> None:
+        """Citus, before any tenant is touched: tenant tables may reference only their own
+        schema and reference tables (see :func:`alembic_schemas.citus.referenced_tables`)."""
+        ways = self.segments(plan).values()
+        sqls = [
+            sql for way in ways for seg in way if isinstance(seg, Replay) for sql in seg.statements
+        ]
+        with database.connect(self.engine) as conn:
+            citus.refuse_unreferenceable(
+                conn, self.stream.config, self.stream.metadata, sqls, self.project
+            )
 
     def _run_in_processes(self, plan: Plan) -> list[SchemaResult]:
         """``jobs`` worker processes, each with its own Alembic globals, Executor and
@@ -168,6 +184,7 @@ class Executor:
             self.engine.url.render_as_string(hide_password=False),
             self.action,
             plan,
+            citus.Gate(workers.mp_context()) if self._citus else None,
         )
         return workers.run(
             plan.todo,
@@ -257,7 +274,8 @@ class Executor:
         except ConfigError:  # e.g. the stream's metadata does not import: a usage error
             raise
         except AlembicSchemasError as exc:  # e.g. a refused autocommit_block
-            return self._failed(conn, schema, before, started, str(exc))
+            # describe: with the notes saying what was done about it (an index dropped)
+            return self._failed(conn, schema, before, started, database.describe(exc))
         except Exception as exc:  # a revision's own Python error
             log.debug("%s failed", self.where(schema), exc_info=True)
             return self._failed(conn, schema, before, started, describe_python_error(exc))
@@ -290,7 +308,7 @@ class Executor:
         self, conn: Connection, schema: str, plan: Plan, *, wait: bool
     ) -> tuple[Heads, Heads] | None:
         """One transaction: set-up and lock, read the version under the lock, apply."""
-        with database.transaction(conn):
+        with citus.shared(), database.transaction(conn):
             lock: schema_tx.Lock = "wait" if wait else "try"
             current = schema_tx.begin(conn, self.stream, schema, lock=lock, read=True)
             if current is None:
@@ -364,6 +382,7 @@ class _Recipe:
     url: str
     action: Action
     plan: Plan
+    gate: citus.Gate | None = None  # on Citus: autocommit blocks wait for no open transaction
 
 
 @dataclass
@@ -381,6 +400,7 @@ def _start_worker(recipe: _Recipe) -> None:
     parent hands out are rendered here again, before any transaction opens."""
     global _worker
     workers.ignore_interrupts()  # Ctrl-C is the parent's: in-flight tenants finish
+    citus.use_gate(recipe.gate)
     project = recipe.project
     stream = Stream(project, project.stream(recipe.stream))
     engine = database.create_engine(recipe.url, poolclass=sa.pool.NullPool)

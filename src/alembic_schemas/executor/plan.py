@@ -3,6 +3,7 @@ from a schema's current revision to the target."""
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -10,6 +11,8 @@ from dataclasses import dataclass, field
 Heads = tuple[str, ...]
 # The parent of a revision: one id, None at base, or a tuple at a merge point.
 Parent = Callable[[str], "str | tuple[str, ...] | None"]
+# ASCII digits only: str.isdigit() also takes '²', which int() refuses.
+_SHARD = re.compile(r"([0-9]+)/([0-9]+)")
 
 
 @dataclass
@@ -35,10 +38,10 @@ def select_shard(tenants: Iterable[str], shard: tuple[int, int] | None) -> list[
 
 def parse_shard(text: str) -> tuple[int, int] | None:
     """``K/N`` (1 <= K <= N) to (K, N); None when malformed."""
-    k, sep, n = text.partition("/")
-    if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+    found = _SHARD.fullmatch(text)
+    if found is None or not 1 <= int(found[1]) <= int(found[2]):
         return None
-    return int(k), int(n)
+    return int(found[1]), int(found[2])
 
 
 def linear_path(current: Heads, target: Heads, parent: Parent) -> list[str] | None:

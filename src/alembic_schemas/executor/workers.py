@@ -25,7 +25,8 @@ def ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _context() -> Any:
+def mp_context() -> Any:
+    """The multiprocessing context of the worker processes (for what they share)."""
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
@@ -46,7 +47,7 @@ def run(
     deferred: list[str] = []
     window = jobs * 2
     with ProcessPoolExecutor(
-        jobs, mp_context=_context(), initializer=initializer, initargs=initargs
+        jobs, mp_context=mp_context(), initializer=initializer, initargs=initargs
     ) as pool:
         for wait_lock, todo in ((False, list(items)), (True, deferred)):
             pending: dict[Future[R | None], str] = {}

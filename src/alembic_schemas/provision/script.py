@@ -3,6 +3,7 @@ made safe to run inside a caller's transaction."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -59,3 +60,12 @@ def settings_of(script: str) -> list[str]:
     if not header.startswith(_HEADER):
         raise AlembicSchemasError("the stored provisioning snapshot is not in a known format")
     return [s for s in header.removeprefix(_HEADER).split(",") if s]
+
+
+@functools.lru_cache(maxsize=8)
+def statements_of(script: str) -> tuple[str, ...]:
+    """The stored script's statements, to send one per query (Citus forwards a string of
+    several statements to its workers whole, and some DDL then fails there); split once per
+    script while it is in use."""
+    settings_of(script)  # a known format
+    return tuple(split_script(script.partition("\n")[2]))

@@ -22,19 +22,19 @@ import os
 import subprocess
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import psycopg
 import psycopg.conninfo
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from .. import catalog, database, embedded, identifiers, locks, records, versions
+from .. import catalog, citus, database, embedded, identifiers, locks, records, versions
 from ..errors import AlembicSchemasError, DatabaseError, MigrationFailed
 from ..executor import Action, Executor
 from ..runtime import schema as schema_tx
 from ..streams import Stream
-from .script import restore_script, settings_of
+from .script import restore_script, settings_of, statements_of
 
 log = logging.getLogger("alembic_schemas")
 
@@ -212,7 +212,10 @@ def build_snapshot(stream: Stream, engine: Engine) -> str:
         copied = [st for st in deps if st.schema in present]
         if copied:
             _copy_dependencies(engine, url, copied, known)
-        staged = dataclasses.replace(project, url=url.render_as_string(hide_password=False))
+        # the scratch database for every connection: direct_url names the real one
+        staged = dataclasses.replace(
+            project, url=url.render_as_string(hide_password=False), direct_url=None
+        )
         with database.session(staged) as s:
             # the streams it depends on that were not copied, then the staging schema (a
             # name sources refuse)
@@ -249,8 +252,11 @@ def _cached(conn: Connection, stream: Stream, key: str) -> str | None:
     return None if found is None else str(found)
 
 
-def get_snapshot(stream: Stream, engine: Engine) -> str:
-    """The cached snapshot for the current revision files, built on first use.
+def get_snapshot(
+    stream: Stream, engine: Engine, before_build: Callable[[], None] | None = None
+) -> str:
+    """The cached snapshot for the current revision files, built on first use (after
+    ``before_build``, which may refuse).
 
     Builds of one stream are serialised by a session advisory lock, so concurrent first
     ``create`` calls build it once (and never run Alembic in two threads at a time)."""
@@ -262,6 +268,8 @@ def get_snapshot(stream: Stream, engine: Engine) -> str:
         found = _cached(conn, stream, key)
         if found is not None:
             return found
+        if before_build is not None:
+            before_build()
         unlock = locks.session_lock(conn, locks.snapshot_args(stream.name))
         conn.commit()
         try:
@@ -323,32 +331,58 @@ def provision(
     )
     if catalog.schema_exists(conn, tenant):
         raise AlembicSchemasError(f"schema {tenant!r} already exists")
-    names = sorted({*settings_of(sql), *(timeouts or {}), "search_path"})
+    on_citus = citus.is_citus(conn)
+    if on_citus:  # before the tenant is touched, as an upgrade does
+        citus.refuse_unreferenceable(conn, stream.config, stream.metadata, [sql], stream.project)
+    names = sorted(
+        {*settings_of(sql), *(timeouts or {}), "search_path", *_citus_settings(on_citus)}
+    )
     row = conn.execute(sa.select(*(sa.func.current_setting(n) for n in names))).one()
     saved = dict(zip(names, row, strict=True))
-    if timeouts:
+    if timeouts and on_citus:  # as SET LOCAL statements, so that they reach the workers
+        settings = (citus.PROPAGATE, *schema_tx.settings_sql(stream.project))
+        database.send(conn, [(sql, None) for sql in settings])
+    elif timeouts:
         conn.execute(sa.select(*(sa.func.set_config(k, v, True) for k, v in timeouts.items())))
-    rename = f"ALTER SCHEMA {identifiers.quote(staging)} RENAME TO {identifiers.quote(tenant)};\n"
+    finish = [f"ALTER SCHEMA {identifiers.quote(staging)} RENAME TO {identifiers.quote(tenant)}"]
     if stream.config.owner:
-        rename += (
+        finish.append(
             f"ALTER SCHEMA {identifiers.quote(tenant)} OWNER TO "
-            f"{identifiers.quote_role(stream.config.owner)};\n"
+            f"{identifiers.quote_role(stream.config.owner)}"
         )
     # Grants as replay gives them; default privileges belong to whoever provisions.
-    rename += "".join(g + ";\n" for g in schema_tx.grants_sql(tenant, stream.config.grants))
+    finish += schema_tx.grants_sql(tenant, stream.config.grants)
     with conn.begin_nested():  # a failure leaves the caller's transaction usable
-        _run_script(conn, sql + rename, tenant)
+        if on_citus:
+            # Built as a plain schema, as pg_dump wrote it for one (Citus refuses some of its
+            # ALTER TABLE statements on distributed tables), then distributed as a whole.
+            _run_script(conn, [citus.sharding_statement(False), *statements_of(sql)], tenant)
+            citus.distribute_schema(conn, staging)
+        else:
+            _run_script(conn, statements_of(sql), tenant)
+        _run_script(conn, finish, tenant)
     conn.execute(sa.select(*(sa.func.set_config(k, v, True) for k, v in saved.items())))
 
 
-def _run_script(conn: Connection, sql: str, tenant: str) -> None:
-    """Run the snapshot as one script, in one round trip. ``no_parameters``: psycopg is given
-    no parameter set, so a ``%`` in a seed row (or a tenant name) is text, not a placeholder."""
+def _citus_settings(on_citus: bool) -> tuple[str, ...]:
+    """Citus settings provisioning changes, to be put back afterwards."""
+    return (
+        ("citus.propagate_set_commands", "citus.enable_schema_based_sharding") if on_citus else ()
+    )
+
+
+def _run_script(conn: Connection, statements: Sequence[str], tenant: str) -> None:
+    """The statements one per query, pipelined (one network wait for them all), sent as
+    written: a ``%`` in a seed row (or a tenant name) is text, not a placeholder."""
     try:
-        conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
+        if conn.dialect.is_async:  # asyncpg prepares each statement: one at a time
+            for statement in statements:
+                conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
+        else:
+            database.send(conn, [(statement, None) for statement in statements])
     except sa.exc.DBAPIError as exc:
         hint = ""
-        if getattr(exc.orig, "sqlstate", None) in ("42P01", "3F000", "42704"):
+        if database.sqlstate(exc) in ("42P01", "3F000", "42704"):
             hint = " (are the streams it depends on at head? run 'alembic-schemas upgrade')"
         raise DatabaseError(
             f"provisioning tenant {tenant!r} from the snapshot failed: "

@@ -33,7 +33,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
-from .. import catalog, database, identifiers, locks, records
+from .. import catalog, citus, database, identifiers, locks, records
 from ..errors import MigrationFailed
 from ..streams import Stream
 from . import compat
@@ -134,7 +134,7 @@ def _block(
 ) -> Iterator[None]:
     revision, path = compat.calling_revision()
     committed = _writes_before(stream, revision, path, hook.writes)
-    leftovers = catalog.invalid_indexes(conn, schema)
+    leftovers = _invalid_indexes(conn, schema)
     if leftovers and not records.is_unfinished(conn, stream.name, schema, revision):
         fixes = "; ".join(f"DROP INDEX CONCURRENTLY {q}" for q in leftovers)
         raise MigrationFailed(
@@ -149,6 +149,27 @@ def _block(
     _commit(ctx, conn, stream, schema)  # whole revisions before this one (and its writes)
     if committed is not None:
         hook.partial = revision
+    # a parallel run on Citus: no other transaction of the run open (citus.Gate)
+    with citus.exclusive(), _autocommit(conn, stream, schema, leftovers, revision, committed):
+        yield
+    _resume(conn, stream, schema)
+    records.clear_unfinished(conn, stream.name, schema, revision)
+    hook.unstamped = revision
+    hook.writes = []  # a second block may follow directly
+
+
+@contextlib.contextmanager
+def _autocommit(
+    conn: Connection,
+    stream: Stream,
+    schema: str,
+    leftovers: list[str],
+    revision: str,
+    committed: str | None,
+) -> Iterator[None]:
+    """The block itself: autocommit, the schema's settings, the leftovers of an interrupted
+    attempt dropped first and, if it fails, the INVALID indexes it left (and, when nothing of
+    the revision stays, its marker)."""
     project = stream.project
     level = conn.get_isolation_level()
     conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -165,6 +186,7 @@ def _block(
             database.run_sql(conn, "DROP INDEX CONCURRENTLY IF EXISTS " + name)
         try:
             yield
+            _refuse_invalid_left(conn, schema, revision)
         except BaseException as exc:
             if _clean_up(conn, schema, exc) and committed is None:
                 # Nothing of the revision stays: no marker either.
@@ -175,10 +197,6 @@ def _block(
         ok = True
     finally:
         _leave_autocommit(conn, level, saved, ok)
-    _resume(conn, stream, schema)
-    records.clear_unfinished(conn, stream.name, schema, revision)
-    hook.unstamped = revision
-    hook.writes = []  # a second block may follow directly
 
 
 def _writes_before(stream: Stream, revision: str, path: str, writes: list[str]) -> str | None:
@@ -227,6 +245,27 @@ def partial_message(stream: Stream, schema: str, revision: str, committed: str, 
     )
 
 
+def _invalid_indexes(conn: Connection, schema: str) -> list[str]:
+    """Quoted names of the schema's INVALID indexes; on Citus, an index INVALID on a worker
+    (its shard's or the worker's copy) counts too."""
+    if not citus.is_citus(conn):
+        return catalog.invalid_indexes(conn, schema)
+    return sorted({i.qualified for i in citus.invalid_indexes(conn, [schema])})
+
+
+def _refuse_invalid_left(conn: Connection, schema: str, revision: str) -> None:
+    """On Citus a block can succeed and leave an INVALID index: ``IF NOT EXISTS`` skips an
+    index that is INVALID on the coordinator, or valid there and INVALID on a worker."""
+    if not citus.is_citus(conn):
+        return
+    left = citus.invalid_indexes(conn, [schema])
+    if left:
+        raise MigrationFailed(
+            f"revision {revision}'s autocommit_block completed but left INVALID index(es)"
+            f" {', '.join(map(str, left))}"
+        )
+
+
 def _set_session(conn: Connection, **settings: str) -> dict[str, str]:
     """Set session-level settings (each statement is its own transaction here, so SET LOCAL
     would not last); returns the previous values."""
@@ -240,7 +279,7 @@ def _clean_up(conn: Connection, schema: str, exc: BaseException) -> bool:
     """Drop the INVALID indexes a failed block left, and say so on the error. True when none
     is left."""
     try:
-        left = catalog.invalid_indexes(conn, schema)
+        left = _invalid_indexes(conn, schema)
     except sa.exc.DBAPIError:  # the connection is gone: the next run finds them
         exc.add_note("INVALID indexes it may have left are dropped by the next run")
         return False

@@ -20,7 +20,7 @@ from typing import Literal
 
 from sqlalchemy.engine import Connection
 
-from .. import database, identifiers, locks, versions
+from .. import citus, database, identifiers, locks, versions
 from ..config import TABLE_PRIVILEGES, Grants, Project
 from ..streams import Stream
 
@@ -98,24 +98,25 @@ def begin(
     another run holds the schema."""
     project = stream.project
     key = locks.args(stream.name, schema)
+    on_citus = citus.is_citus(conn)
     first: list[database.Statement] = [(sql, None) for sql in settings_sql(project)]
-    if lock == "try":
-        first.append(("SELECT pg_catalog.pg_try_advisory_xact_lock(%s, %s)", key))
-    elif lock == "wait":
-        # Only runs of this tool take this lock, never an application query: waiting for it
-        # is not bounded by lock_timeout (statement_timeout still applies).
-        first += [
-            (_setting("lock_timeout", "0"), None),
-            ("SELECT pg_catalog.pg_advisory_xact_lock(%s, %s)", key),
-            (_setting("lock_timeout", project.lock_timeout), None),
-        ]
-    else:  # this session holds it already (at session level): re-entrant, no wait
+    if on_citus:  # the SET LOCAL statements reach every worker the transaction uses
+        first.insert(0, (citus.PROPAGATE, None))
+    if lock == "held":  # this session holds it already (at session level): re-entrant
         first.append(("SELECT pg_catalog.pg_advisory_xact_lock(%s, %s)", key))
+    else:
+        first.append(("SELECT pg_catalog.pg_try_advisory_xact_lock(%s, %s)", key))
+    if create and on_citus:  # whether the schema exists, read under the lock
+        first = citus.with_schema_exists(first, schema)
     taken = database.send(conn, first)
     if lock == "try" and not taken[0][0]:
         return None
+    if lock == "wait" and not taken[0][0]:
+        taken = locks.wait(conn, lambda: database.send(conn, first))
     rest: list[database.Statement] = []
-    if create:
+    if create and on_citus:
+        rest += citus.create_schema_sql(_create(stream, schema), taken[0][1], stream.is_tenant)
+    elif create:
         rest += [(sql, None) for sql in _create(stream, schema)]
     rest.append(("SET LOCAL search_path TO " + identifiers.search_path(schema), None))
     if read:
