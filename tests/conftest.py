@@ -8,7 +8,6 @@ quick default."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import sysconfig
 from collections.abc import Iterator
@@ -20,9 +19,8 @@ from hypothesis import HealthCheck, settings
 
 from alembic_schemas import database
 
-from helpers import Catalog, ProjectDir, embedded_server, scratch_database
+from helpers import TEST_URL_ENV, Catalog, ProjectDir, embedded_server, scratch_database
 
-TEST_URL_ENV = "ALEMBIC_SCHEMAS_TEST_URL"
 _INSTALLED = tuple(
     {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
 )
@@ -94,22 +92,3 @@ def project_dir(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("ALEMBIC_SCHEMAS_URL", db_url)
     monkeypatch.chdir(tmp_path)
     return ProjectDir(tmp_path, db_url)
-
-
-def run_cli(root: Path, *args: str, **env: str | None) -> subprocess.CompletedProcess[str]:
-    """``python -m alembic_schemas ARGS`` in ``root`` on the config's own url (no
-    $ALEMBIC_SCHEMAS_URL); ``env`` sets (or, with None, removes) more variables."""
-    environ = {k: v for k, v in os.environ.items() if k != "ALEMBIC_SCHEMAS_URL"}
-    for key, value in env.items():
-        if value is None:
-            environ.pop(key, None)
-        else:
-            environ[key] = value
-    return subprocess.run(
-        [sys.executable, "-m", "alembic_schemas", *args],
-        cwd=root,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )

@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 from alembic_schemas import database, embedded, identifiers
 
 HANG = 300.0
+TEST_URL_ENV = "ALEMBIC_SCHEMAS_TEST_URL"
 FIXTURES = Path(__file__).parent / "fixtures"
 ERROR = "alembic-schemas: error: "
 CLI_APP = "as_cli"  # application_name of CLI runs that do not name their own
@@ -480,3 +481,22 @@ def create_schemas(db: sa.Engine, names: Iterable[str], *extra_sql: str) -> None
     sql = [f"CREATE SCHEMA {identifiers.quote(n)}" for n in names]
     with db.connect() as conn:
         conn.exec_driver_sql(";\n".join([*sql, *extra_sql]))
+
+
+def run_cli_own_url(root: Path, *args: str, **env: str | None) -> subprocess.CompletedProcess[str]:
+    """``python -m alembic_schemas ARGS`` in ``root`` on the config's own url (no
+    $ALEMBIC_SCHEMAS_URL); ``env`` sets (or, with None, removes) more variables."""
+    environ = {k: v for k, v in os.environ.items() if k != "ALEMBIC_SCHEMAS_URL"}
+    for key, value in env.items():
+        if value is None:
+            environ.pop(key, None)
+        else:
+            environ[key] = value
+    return subprocess.run(
+        [sys.executable, "-m", "alembic_schemas", *args],
+        cwd=root,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from conftest import ProjectDir
+from helpers import ProjectDir
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SEED = Path(__file__).resolve().parent.parent / "examples" / "seed"

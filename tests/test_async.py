@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 import alembic_schemas
 from alembic_schemas import aio, tenants
 
-from conftest import ProjectDir
+from helpers import ProjectDir
 
 ROOT = Path(__file__).resolve().parent.parent
 SAAS = ROOT / "examples" / "saas"

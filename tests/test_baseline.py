@@ -16,7 +16,7 @@ import sqlalchemy as sa
 import alembic_schemas
 
 from alembic_reference import assert_same_schema, plain_alembic
-from conftest import ProjectDir
+from helpers import ProjectDir
 
 FIXTURE = Path(__file__).parent / "fixtures" / "real_history"
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 import alembic_schemas
 
-from conftest import ProjectDir
+from helpers import ProjectDir
 
 FIXTURE = Path(__file__).parent / "fixtures" / "no_models"
 

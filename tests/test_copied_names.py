@@ -13,7 +13,7 @@ import sqlalchemy as sa
 import alembic_schemas
 from alembic_schemas.streams import Stream
 
-from conftest import ProjectDir
+from helpers import ProjectDir
 
 FIXTURE = Path(__file__).parent / "fixtures" / "copied_names"
 

@@ -18,7 +18,7 @@ import alembic_schemas
 from alembic_schemas import database
 from alembic_schemas.errors import ConfigError
 
-from conftest import run_cli
+from helpers import run_cli_own_url as run_cli
 
 SEED = Path(__file__).resolve().parent.parent / "examples" / "seed"
 NOWHERE = "postgresql+psycopg://nobody@127.0.0.1:9/nowhere"

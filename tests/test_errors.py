@@ -17,8 +17,7 @@ import alembic_schemas
 from alembic_schemas import database, identifiers
 from alembic_schemas.errors import ConfigError, DatabaseError, RevisionError
 
-from conftest import TEST_URL_ENV
-from helpers import ProjectDir, closed_port, embedded_server, one_error_line, wait_for
+from helpers import TEST_URL_ENV, ProjectDir, closed_port, embedded_server, one_error_line, wait_for
 
 PREFIX = "alembic-schemas: error: "
 

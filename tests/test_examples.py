@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from conftest import ProjectDir
+from helpers import ProjectDir
 
 SAAS = Path(__file__).resolve().parent.parent / "examples" / "saas"
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 import alembic_schemas
 
-from conftest import ProjectDir
+from helpers import ProjectDir
 
 FIXTURE = Path(__file__).parent / "fixtures" / "extension_in_tenant"
 

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 import alembic_schemas
 
-from conftest import ProjectDir
+from helpers import ProjectDir
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fastapi"
 HOSTILE = 'acme"; DROP SCHEMA shared CASCADE; --'

@@ -25,7 +25,7 @@ from alembic_schemas import database, identifiers
 from alembic_schemas.executor import replay
 from alembic_schemas.streams import Stream
 
-from conftest import ProjectDir
+from helpers import ProjectDir
 
 FIXTURE = Path(__file__).parent / "fixtures" / "online_history"
 TENANTS = [f"t_{i:02d}" for i in range(12)]

@@ -14,7 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 import pgbouncer
-from conftest import ProjectDir, run_cli
+from helpers import ProjectDir
+from helpers import run_cli_own_url as run_cli
 
 SAAS = Path(__file__).resolve().parent.parent / "examples" / "saas"
 INDEX_REVISION = (

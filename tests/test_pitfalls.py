@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 import alembic_schemas
 from alembic_schemas import database, identifiers
 
-from conftest import ProjectDir
+from helpers import ProjectDir
 
 
 def _project(project_dir: ProjectDir, models: str, streams: dict[str, dict[str, Any]]) -> str:

@@ -23,7 +23,7 @@ import alembic_schemas
 from alembic_schemas import database, identifiers
 
 from alembic_reference import assert_same_schema, catalog, plain_alembic
-from conftest import ProjectDir
+from helpers import ProjectDir
 
 FIXTURE = Path(__file__).parent / "fixtures" / "real_history"
 OLD = ["tenant_old_1", "tenant_old_2", "tenant_old_3"]

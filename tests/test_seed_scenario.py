@@ -7,7 +7,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from conftest import ProjectDir
+from helpers import ProjectDir
 
 SEED = Path(__file__).resolve().parent.parent / "examples" / "seed"
 

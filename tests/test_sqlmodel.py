@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from conftest import ProjectDir
+from helpers import ProjectDir
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "sqlmodel_shared"
 

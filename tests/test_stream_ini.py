@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 import alembic_schemas
 
-from conftest import ProjectDir
+from helpers import ProjectDir
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "stream_ini"
 

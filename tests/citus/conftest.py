@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 
 from alembic_schemas import database, identifiers
 
-from conftest import ProjectDir
+from helpers import ProjectDir
 
 CITUS_URL_ENV = "ALEMBIC_SCHEMAS_CITUS_URL"
 SAAS = Path(__file__).resolve().parents[2] / "examples" / "saas"

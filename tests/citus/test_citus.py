@@ -13,7 +13,7 @@ import alembic_schemas
 from alembic_schemas import citus, identifiers, tenants
 
 from .conftest import Cluster, add_revisions, migrated, register
-from conftest import ProjectDir
+from helpers import CLI_APP, ProjectDir, with_app_name
 
 
 def distributed_schemas(cluster: Cluster) -> set[str]:
@@ -355,8 +355,10 @@ def test_a_worker_node_is_refused_in_one_line(
         ).all()
     engine.dispose()
     coordinator = f"{cluster.coordinator[0]}:{cluster.coordinator[1]}"
+    # the URL as the CLI was given it (the tests' helpers add an application_name)
+    url = with_app_name(cluster.node_url(host, port), CLI_APP)
     assert refused.stderr.splitlines() == [
-        f"alembic-schemas: error: {cluster.node_url(host, port)} is a Citus worker node"
+        f"alembic-schemas: error: {url} is a Citus worker node"
         f" (group {group}): run alembic-schemas against the coordinator ({coordinator})"
     ]
     assert not created

@@ -101,11 +101,6 @@ def _set_codes(catalog: Catalog, value: str, *schemas: str) -> None:
             conn.exec_driver_sql(f"UPDATE {identifiers.qualified(s, 'item')} SET code = {value}")
 
 
-def _line_of(path: Path, text: str) -> int:
-    """The number of the first line of ``path`` holding ``text``."""
-    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
-
-
 def test_a_failing_create_index_concurrently_leaves_no_invalid_index_and_no_version_row(
     project: ProjectDir, catalog: Catalog
 ) -> None:
@@ -209,8 +204,7 @@ def test_a_failure_after_the_block_keeps_earlier_revisions_and_says_what_stays(
     (result,) = json.loads(proc.stdout)["results"]
     assert result["error"] == (
         f"revision r3 ({r3}:{_line_of(r3, '1 / 0')}): division by zero; revision r3's"
-        " autocommit_block had"
-        " completed and stays; its version"
+        " autocommit_block had completed and stays; its version"
         " row was not written, so the next run runs the block again (write it to be"
         " repeatable, e.g. create_index(..., if_not_exists=True))"
     )
@@ -223,6 +217,11 @@ def test_a_failure_after_the_block_keeps_earlier_revisions_and_says_what_stays(
     assert _version(catalog, "t_a") == ["r3"]
     assert catalog.unfinished() == []
     catalog.assert_no_advisory_lock()
+
+
+def _line_of(path: Path, text: str) -> int:
+    """The number of the first line of ``path`` holding ``text``."""
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
 
 
 def _cic_waiting(catalog: Catalog, app: str) -> bool:

@@ -168,8 +168,8 @@ def _autocommit(
     committed: str | None,
 ) -> Iterator[None]:
     """The block itself: autocommit, the schema's settings, the leftovers of an interrupted
-    attempt dropped first and, if it fails, the INVALID indexes it left. ``committed``: what
-    of the revision was committed before the block (None: nothing)."""
+    attempt dropped first and, if it fails, the INVALID indexes it left (and, when nothing of
+    the revision stays, its marker)."""
     project = stream.project
     level = conn.get_isolation_level()
     conn.execution_options(isolation_level="AUTOCOMMIT")
