@@ -236,8 +236,9 @@ DOCUMENTED_USAGE_ERRORS = {
     "unknown stream key": (
         CONFIG + 'shema = "core"\n',
         ("upgrade",),
-        "{config}: stream 'core': unknown key 'shema' (allowed: depends_on, grants, metadata, "
-        "owner, reference_tables, register, schema, tenants, version_table)",
+        "{config}: stream 'core': unknown key 'shema' (allowed: baseline, baseline_metadata, "
+        "commit_before_autocommit_block, depends_on, grants, metadata, owner, reference_tables, "
+        "register, schema, tenants, version_table)",
     ),
     "reference_tables on a tenant stream": (
         CONFIG
@@ -512,10 +513,11 @@ def test_connection_lost_during_a_migration(project: ProjectDir) -> None:
 def test_python_error_in_a_migration_names_its_file(project: ProjectDir) -> None:
     path = _add_revision(project, "r2", "undefined_helper()")
     message = one_error_line(project.cli("upgrade"), 1)
-    # the stream first, as for every failed migration; then where the user's code failed
-    assert message.startswith("core: NameError: name 'undefined_helper' is not defined (at ")
-    assert f"{path}:" in message
-    assert "--verbose shows the traceback" in message
+    # the stream first, as for every failed migration; then the revision, its file and line
+    assert message == (
+        f"core: revision r2 ({path}:22): NameError: name 'undefined_helper' is not defined"
+        " (--verbose shows the traceback)"
+    )
 
 
 def test_error_raised_in_env_py_names_env_py(project: ProjectDir) -> None:

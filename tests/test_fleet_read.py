@@ -150,7 +150,7 @@ def test_fleet_drift_equals_one_compare_per_tenant_and_compares_each_structure_o
         assert collections.Counter(drift[name] or []) == collections.Counter(baseline[name]), name
     assert baseline["t_001"] == ["remove column account.extra"]
     assert baseline["t_003"] == ["add index item.ix_item_account_id"]
-    assert baseline["t_004"] == ["modify type of item.name: VARCHAR(length=50) -> Text()"]
+    assert baseline["t_004"] == ["modify type of item.name: VARCHAR(50) -> TEXT"]
     assert baseline["t_005"] == ["modify default of account.score: 5 -> '0'"]
     assert baseline["t_009"] == ["remove sequence extra_seq"], "named as in a tenant: no schema"
     groups = {tuple(g.schemas) for g in report.groups}

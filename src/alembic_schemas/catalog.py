@@ -49,6 +49,35 @@ def relation_exists(conn: Connection, schema: str, name: str) -> bool:
     return conn.scalar(query, {"schema": schema, "name": name}) is not None
 
 
+def is_empty_schema(conn: Connection, schema: str, version_table: str) -> bool:
+    """True when ``schema`` holds nothing but (maybe) its version table: no other relation,
+    type of its own or function."""
+    query = sa.text(
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = :schema AND c.relname <> :vt AND c.relname <> :vt || '_pkc')"
+        " AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type t"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace"
+        " WHERE n.nspname = :schema AND t.typrelid = 0 AND t.typcategory <> 'A')"
+        " AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = :schema)"
+    )
+    return bool(conn.scalar(query, {"schema": schema, "vt": version_table}))
+
+
+def column_count(conn: Connection, schema: str, columns: Sequence[tuple[str, str]]) -> int:
+    """How many of the (table, column) pairs exist in ``schema``."""
+    query = sa.text(
+        "SELECT count(*) FROM pg_catalog.pg_attribute a"
+        " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = :schema AND NOT a.attisdropped"
+        " AND (c.relname || '.' || a.attname) = ANY(:names)"
+    )
+    names = [f"{t}.{c}" for t, c in columns]
+    return int(conn.scalar(query, {"schema": schema, "names": names}) or 0)
+
+
 def invalid_indexes(conn: Connection, schema: str) -> list[str]:
     """Quoted ``"schema"."index"`` of the schema's INVALID indexes."""
     names = conn.scalars(
@@ -308,6 +337,16 @@ def schemas_holding_table(conn: Connection, table: str) -> list[str]:
         "WHERE c.relname = :table AND c.relkind = 'r' ORDER BY n.nspname"
     )
     return list(conn.execute(query, {"table": table}).scalars())
+
+
+def extensions(conn: Connection) -> list[tuple[str, str]]:
+    """(extension, schema) of every extension installed in the database but plpgsql."""
+    query = sa.text(
+        "SELECT e.extname, n.nspname FROM pg_catalog.pg_extension e"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
+        " WHERE e.extname <> 'plpgsql' ORDER BY 1"
+    )
+    return [(str(name), str(schema)) for name, schema in conn.execute(query)]
 
 
 def version_tables(conn: Connection) -> list[tuple[str, str]]:

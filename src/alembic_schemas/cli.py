@@ -21,7 +21,14 @@ from alembic.script import Script
 from . import adopt as adoption
 from . import command, database, embedded, summary, tenants
 from .config import load
-from .errors import AlembicSchemasError, CheckFailed, ConfigError, Interrupted, MigrationFailed
+from .errors import (
+    AlembicSchemasError,
+    CheckFailed,
+    ConfigError,
+    Interrupted,
+    MigrationFailed,
+    describe_python_error,
+)
 from .progress import ReadProgress, RunProgress
 from .results import SchemaResult, SchemaState, UpgradeReport
 
@@ -35,9 +42,13 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except AlembicSchemasError as exc:
-            if ctx.obj and ctx.obj.get("verbose"):
+            verbose = bool(ctx.obj and ctx.obj.get("verbose"))
+            if verbose:
                 traceback.print_exc()
             click.echo(f"alembic-schemas: error: {exc}", err=True)
+            statement = getattr(exc, "statement", None)
+            if verbose and statement:
+                click.echo(f"alembic-schemas: failing statement:\n{statement}", err=True)
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
@@ -53,12 +64,7 @@ def _unexpected(exc: Exception) -> str:
     or env.py: the database's message, or the exception and where it was raised."""
     if isinstance(exc, sa.exc.DBAPIError):
         return database.describe(exc)
-    text = str(exc).strip()
-    line = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
-    frames = traceback.extract_tb(exc.__traceback__)
-    if frames and not isinstance(exc, SyntaxError):  # a SyntaxError names its file already
-        line += f" (at {frames[-1].filename}:{frames[-1].lineno}; --verbose shows the traceback)"
-    return line
+    return describe_python_error(exc)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -144,11 +150,16 @@ def _script_dict(sc: Script) -> dict[str, Any]:
     }
 
 
+def _verbose() -> bool:
+    root = click.get_current_context().find_root()
+    return bool(root.obj and root.obj.get("verbose"))
+
+
 def _report(results: Sequence[SchemaResult], as_json: bool) -> None:
     if as_json:
         _print_json([r.as_dict() for r in results])
         return
-    _echo_lines([summary.result_line(r) for r in results])
+    _echo_lines([x for r in results for x in summary.result_lines(r, _verbose())])
 
 
 @contextlib.contextmanager
@@ -361,7 +372,7 @@ def _run_summary(report: UpgradeReport, as_json: bool) -> None:
     if as_json:
         _print_json(report.as_dict())
         return
-    _echo_lines(summary.run_lines(report))
+    _echo_lines(summary.run_lines(report, verbose=_verbose()))
     how = "interrupted after" if report.interrupted else "done in"
     click.echo(
         f"{how} {report.seconds:.2f}s" + (f" (run {report.run_id})" if report.run_id else "")

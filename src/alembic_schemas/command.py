@@ -49,11 +49,13 @@ from .results import (
     DriftGroup,
     EditedRevision,
     Orphan,
+    PartialRevision,
     SchemaResult,
     SchemaState,
     StatusReport,
     UpgradeReport,
 )
+from .runtime.autocommit import partial_message
 from .streams import SCHEMA_KEY, Stream, streams_of
 
 P = ParamSpec("P")
@@ -87,6 +89,7 @@ def _raise_failures(results: Sequence[SchemaResult], note: str = "") -> None:
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
         exc = MigrationFailed(f"{where}: {first.error}{more}{note}")
         exc.report = results  # type: ignore[attr-defined]
+        exc.statement = first.statement  # type: ignore[attr-defined]
         raise exc
 
 
@@ -622,6 +625,7 @@ def _stream_status(
         conn, stream.script, stream.name, names, tenant=stream.is_tenant
     ):
         edited.setdefault(e.schema, []).append(e)
+    partial = _partial(conn, stream, names)
     conn.rollback()
     invalid = _invalid_indexes(conn, names)
     if on_progress is not None:
@@ -629,6 +633,7 @@ def _stream_status(
     found = states(conn, stream, names)
     for state in found:
         state.edited = edited.get(state.schema, [])
+        state.partial = partial.get(state.schema, [])
         state.invalid_indexes = invalid.get(state.schema, [])
     if not with_drift or stream.metadata is None:
         return found, []
@@ -691,6 +696,22 @@ def _resolved(project: Project, failure: dict[str, Any], current: tuple[str, ...
         return current == versions.resolve(stream.script, failure["revision"])
     except (CommandError, AlembicRevisionError):  # e.g. a relative target: not knowable
         return False
+
+
+def _partial(
+    conn: sa.Connection, stream: Stream, names: Sequence[str]
+) -> dict[str, list[PartialRevision]]:
+    """The stream's partially applied revisions, by schema (one query)."""
+    found: dict[str, list[PartialRevision]] = {}
+    for schema, revision, committed, since in records.partial_revisions(conn, stream.name, names):
+        message = partial_message(stream, schema, revision, committed, since)
+        where = f"{stream.name}/{schema}" if stream.is_tenant else stream.name
+        found.setdefault(schema, []).append(
+            PartialRevision(
+                stream.name, schema, revision, committed, since.isoformat(), f"{where}: {message}"
+            )
+        )
+    return found
 
 
 def _invalid_indexes(conn: sa.Connection, schemas: Sequence[str]) -> dict[str, list[str]]:

@@ -62,6 +62,9 @@ _STREAM_KEYS: dict[str, type | tuple[type, ...]] = {
     "version_table": str,
     "grants": (list, dict),
     "register": str,
+    "commit_before_autocommit_block": bool,
+    "baseline": str,
+    "baseline_metadata": str,
     "reference_tables": (bool, list),
 }
 
@@ -86,6 +89,12 @@ class StreamConfig:
     version_table: str = "alembic_version"
     grants: Grants = ()  # (role, table privileges), validated
     register: str | None = None  # SQL run when `tenants create` adds a tenant; binds :name
+    # Run revisions that write before their autocommit_block as Alembic does: commit those
+    # statements first (the revision is recorded as partially applied until it completes).
+    commit_before_autocommit_block: bool = False
+    # The revision at which a new (empty) schema is built from metadata and stamped.
+    baseline: str | None = None
+    baseline_metadata: str | None = None  # module:attr; default: the stream's metadata
     # Citus: tables of this (named) schema made reference tables after each migration, so
     # that tenant tables may reference them. True: every table but the version table.
     reference_tables: bool | tuple[str, ...] = False
@@ -301,6 +310,17 @@ def _check_register(where: str, sql: str, tenants: object) -> None:
         )
 
 
+def _baseline(where: str, raw: Mapping[str, Any]) -> str | None:
+    baseline = raw.get("baseline")
+    if baseline is not None and not baseline.strip():
+        raise ConfigError(f"{where}: 'baseline' must name a revision (or 'head')")
+    if raw.get("baseline_metadata") is not None and baseline is None:
+        raise ConfigError(f"{where}: 'baseline_metadata' needs 'baseline'")
+    if baseline is not None and raw.get("metadata") is None and "baseline_metadata" not in raw:
+        raise ConfigError(f"{where}: 'baseline' needs 'metadata' (or 'baseline_metadata')")
+    return baseline.strip() if baseline is not None else None
+
+
 def _duration(where: str, key: str, value: str) -> str:
     if not _DURATION.match(value.strip()):
         raise ConfigError(f"{where}: {key} {value!r} is not a duration like '5s', '500ms' or '0'")
@@ -355,6 +375,9 @@ def _build(config_path: Path, data: dict[str, Any]) -> Project:
             reference_tables=references,
             version_table=_version_table(swhere, raw.get("version_table", default_vt)),
             register=register,
+            commit_before_autocommit_block=raw.get("commit_before_autocommit_block", False),
+            baseline=_baseline(swhere, raw),
+            baseline_metadata=raw.get("baseline_metadata"),
         )
     schemas_seen: dict[str, str] = {}
     for s in streams.values():

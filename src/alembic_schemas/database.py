@@ -16,7 +16,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from . import citus, embedded, identifiers
 from .config import EMBEDDED, HOW_TO_CHOOSE, Project, expand
-from .errors import ConfigError, DatabaseError
+from .errors import ConfigError, DatabaseError, ErrorText, revision_prefix
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack is 3.11+
@@ -186,8 +186,10 @@ def session(project: Project, pool_size: int = 5) -> Iterator[Session]:
         s.close()
 
 
-def describe(exc: BaseException) -> str:
-    """A one-line message for a database error."""
+def describe(exc: BaseException, *, revision: bool = True) -> ErrorText:
+    """A one-line message for a database error: the revision it was raised in (unless
+    ``revision`` is false), PostgreSQL's message, DETAIL and HINT, and what was done about it.
+    The failing statement and the SQLSTATE come along on the returned text."""
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip().splitlines()
     first = text[0] if text else type(orig).__name__
@@ -202,9 +204,41 @@ def describe(exc: BaseException) -> str:
         "unsupported startup parameter: options" in first
     ):
         first += f" ({POOLER_HINT})"
+    parts = [first.strip()]
+    diag = getattr(orig, "diag", None)
+    for label, value in (
+        ("DETAIL", getattr(diag, "message_detail", None)),
+        ("HINT", getattr(diag, "message_hint", None)),
+    ):
+        if value:
+            parts.append(f"{label}: {' '.join(str(value).split()).removesuffix('.')}")
     # what was done about it, e.g. an INVALID index dropped after a failed autocommit_block
     notes = getattr(exc, "__notes__", None) or getattr(orig, "__notes__", None) or []
-    return "; ".join([first.strip(), *notes])
+    lead = revision_prefix(exc) if revision else ""
+    return ErrorText.of(lead + "; ".join([*parts, *notes]), failing_statement(exc), sqlstate(exc))
+
+
+# A failing statement longer than this is cut (a replayed revision is sent as one script).
+STATEMENT_LIMIT = 2000
+
+
+def failing_statement(exc: BaseException) -> str | None:
+    """The SQL statement ``exc`` was raised by. When several were sent as one script and
+    PostgreSQL says where the error is, only the statement around that position."""
+    statement = getattr(exc, "statement", None)
+    if not isinstance(statement, str) or not statement.strip():
+        return None
+    diag = getattr(getattr(exc, "orig", None), "diag", None)
+    position = getattr(diag, "statement_position", None)
+    if position and str(position).isdigit():
+        at = int(position) - 1  # 1-based, in characters
+        start = statement.rfind(";\n", 0, at)
+        end = statement.find(";\n", at)
+        statement = statement[start + 2 if start >= 0 else 0 : end + 1 if end >= 0 else None]
+    statement = statement.strip()
+    if len(statement) > STATEMENT_LIMIT:
+        statement = statement[:STATEMENT_LIMIT] + " ..."
+    return statement
 
 
 # psycopg's own prepared statements ("_pg3_0") gone or doubled: another server connection
@@ -296,7 +330,12 @@ def with_retries(
                 continue
             message = describe(exc)
             if code == LOCK_NOT_AVAILABLE:
-                message = f"lock timeout ({lock_timeout}) after {attempts} attempts: {message}"
+                message = ErrorText.of(
+                    f"{revision_prefix(exc)}lock timeout ({lock_timeout}) after {attempts}"
+                    f" attempts: {describe(exc, revision=False)}",
+                    message.statement,
+                    code,
+                )
             return None, message
     raise AssertionError("unreachable")
 
@@ -332,28 +371,31 @@ def send(conn: Connection, statements: Sequence[Statement]) -> list[tuple[Any, .
     if not statements:
         return []
     raw: Any = conn.connection.driver_connection
-    sql, params = statements[0]
     error: psycopg.Error | None = None
+    cursors: list[Any] = []
     try:
         with raw.pipeline():
             # An error raised inside the block would make psycopg log one of its own when
             # the pipeline ends: keep the first and let the pipeline end quietly.
             try:
-                cursor = raw.cursor()
-                for sql, params in statements[:-1]:
-                    cursor.execute(sql, params, prepare=False)
-                last = raw.cursor()
-                sql, params = statements[-1]
-                last.execute(sql, params, prepare=False)
+                for sql, params in statements:
+                    cursors.append(raw.cursor())  # one each: its result says if it ran
+                    cursors[-1].execute(sql, params, prepare=False)
             except psycopg.Error as exc:
                 error = exc
     except psycopg.Error as exc:
         error = error or exc
     if error is None:
+        last = cursors[-1]
         return list(last.fetchall()) if last.description is not None else []
     if raw.broken or raw.closed:
         conn.invalidate(error)
-    raise sa.exc.DBAPIError.instance(sql, params, error, psycopg.Error, dialect=conn.dialect)
+    # The statement that failed is the first without a result (those after it were not run).
+    failed = next((i for i, c in enumerate(cursors) if c.pgresult is None), len(cursors) - 1)
+    sql, params = statements[max(failed, 0)]
+    raised = sa.exc.DBAPIError.instance(sql, params, error, psycopg.Error, dialect=conn.dialect)
+    raised.statement_index = failed  # type: ignore[attr-defined]
+    raise raised
 
 
 @contextlib.contextmanager

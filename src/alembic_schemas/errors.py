@@ -63,8 +63,9 @@ RUN_ASYNC_HINT = (
 
 def describe_python_error(exc: BaseException) -> str:
     """One line for a Python error raised by user code (a revision, env.py, a helper it
-    imports): the exception, and the innermost frame outside Alembic, SQLAlchemy and this
-    package, which is where the user's code went wrong."""
+    imports): the revision it was raised in (file and line), the exception, and the innermost
+    frame outside Alembic, SQLAlchemy and this package when that is elsewhere (a helper the
+    revision imports), which is where the user's code went wrong."""
     text = str(exc).strip()
     line = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
     if isinstance(exc, ValueError) and text == RUN_ASYNC_REFUSED:
@@ -80,6 +81,65 @@ def describe_python_error(exc: BaseException) -> str:
         if not (f.filename.startswith("<") or os.path.abspath(f.filename).startswith(libraries))
     ]
     frame = (users or frames)[-1] if frames else None
+    revision = failing_revision(exc)
+    where = ""
+    if frame is not None and (
+        revision is None
+        or (revision[1], revision[2])
+        != (
+            frame.filename,
+            frame.lineno,
+        )
+    ):
+        where = f"at {frame.filename}:{frame.lineno}; "
     if frame is not None:
-        line += f" (at {frame.filename}:{frame.lineno}; --verbose shows the traceback)"
-    return line
+        line += f" ({where}--verbose shows the traceback)"
+    return revision_prefix(exc) + line
+
+
+class ErrorText(str):
+    """A one-line error message that also carries what a team needs to find the failure:
+    the SQL statement that failed (shown with ``--verbose``, kept in the run record) and
+    PostgreSQL's SQLSTATE."""
+
+    statement: str | None = None
+    sqlstate: str | None = None
+
+    @classmethod
+    def of(cls, text: str, statement: str | None = None, sqlstate: str | None = None) -> ErrorText:
+        made = cls(text)
+        made.statement, made.sqlstate = statement, sqlstate
+        return made
+
+
+# Set on an exception whose revision the traceback cannot show (a replayed revision's SQL).
+_REVISION = "alembic_schemas_revision"
+
+
+def mark_revision(exc: BaseException, revision: str, path: str | None) -> None:
+    """Say which revision ``exc`` was raised in, when no frame of its file is on the way."""
+    setattr(exc, _REVISION, (revision, path or "?", None))
+
+
+def failing_revision(exc: BaseException) -> tuple[str, str, int | None] | None:
+    """(revision, file, line) of the revision ``exc`` was raised in: marked on it, or the
+    innermost frame of a revision module (one defining ``revision`` and ``down_revision``)
+    on its traceback."""
+    marked = getattr(exc, _REVISION, None)
+    if marked is not None:
+        return marked  # type: ignore[no-any-return]
+    found: tuple[str, str, int | None] | None = None
+    for frame, line in traceback.walk_tb(exc.__traceback__):
+        names = frame.f_globals
+        if "revision" in names and "down_revision" in names:
+            found = (str(names["revision"]), str(names.get("__file__", "?")), line)
+    return found
+
+
+def revision_prefix(exc: BaseException) -> str:
+    """``revision r2 (/path/r2.py:14): `` for an error raised in a revision; else empty."""
+    found = failing_revision(exc)
+    if found is None:
+        return ""
+    revision, path, line = found
+    return f"revision {revision} ({path}{'' if line is None else f':{line}'}): "

@@ -8,10 +8,12 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from alembic.config import Config
+from alembic.script.revision import RevisionError as AlembicRevisionError
+from alembic.util import CommandError
 
 from . import environment, identifiers, sources
 from .config import Project
-from .errors import ConfigError
+from .errors import AlembicSchemasError, ConfigError, MigrationFailed, describe_python_error
 from .streams import SCHEMA_KEY, Stream, streams_of
 
 
@@ -42,4 +44,10 @@ def write(
         out.write(f"-- stream {stream.name}, schema {shown}\n")
         cfg = stream.alembic_config(**{SCHEMA_KEY: schema})
         cfg.output_buffer = out  # type: ignore[assignment]
-        run(cfg)
+        try:
+            run(cfg)
+        except (AlembicSchemasError, CommandError, AlembicRevisionError):
+            raise
+        except Exception as exc:  # a revision's own error: name it, its file and line
+            where = f"{stream.name}/{schema}" if stream.is_tenant else stream.name
+            raise MigrationFailed(f"{where}: {describe_python_error(exc)}") from exc

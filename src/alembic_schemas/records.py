@@ -59,6 +59,7 @@ attempt = sa.Table(
     sa.Column("seconds", sa.Float, nullable=False),
     sa.Column("error", sa.Text),
     sa.Column("recorded_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("statement", sa.Text),  # the failing SQL statement, when one failed
 )
 run = sa.Table(
     "run",
@@ -95,6 +96,10 @@ unfinished = sa.Table(
     sa.Column(
         "started_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
     ),
+    # The revision's statements before its block were committed (commit_before_autocommit_block):
+    # it is partially applied until its version row commits. ``committed`` says what was.
+    sa.Column("partial", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("committed", sa.Text),
 )
 snapshot = sa.Table(
     "snapshot",
@@ -105,14 +110,15 @@ snapshot = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
 )
 _TABLES = [f"{SCHEMA}.{t.name}" for t in metadata.sorted_tables]
+# Columns added after the tables were first released: databases recorded by an older version
+# get them when the tool next runs.
+_ADDED_COLUMNS = [attempt.c.statement, unfinished.c.partial, unfinished.c.committed]
 
 
 def ensure(conn: Connection) -> None:
-    """Create the record schema and its tables if missing (safe under concurrent runs)."""
-    exists = conn.scalar(
-        sa.select(sa.and_(*(sa.func.to_regclass(t).is_not(None) for t in _TABLES)))
-    )
-    if not exists:
+    """Create the record schema and its tables, and add columns they lack, if needed (safe
+    under concurrent runs)."""
+    if not _complete(conn):
         with conn.begin_nested() if conn.in_transaction() else conn.begin():
             locks.lock_record(conn)
             if not citus.is_citus(conn):
@@ -121,6 +127,21 @@ def ensure(conn: Connection) -> None:
                 create = sa.schema.CreateSchema(SCHEMA).compile(dialect=conn.dialect)
                 citus.create_schema(conn, str(create), distributed=False)
             metadata.create_all(conn, checkfirst=True)
+            for column in _ADDED_COLUMNS:
+                ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+                database.run_sql(
+                    conn,
+                    f"ALTER TABLE {identifiers.qualified(SCHEMA, column.table.name)}"
+                    f" ADD COLUMN IF NOT EXISTS {ddl}",
+                )
+
+
+def _complete(conn: Connection) -> bool:
+    tables = conn.scalar(
+        sa.select(sa.and_(*(sa.func.to_regclass(t).is_not(None) for t in _TABLES)))
+    )
+    wanted = [(c.table.name, c.name) for c in _ADDED_COLUMNS]
+    return bool(tables) and catalog.column_count(conn, SCHEMA, wanted) == len(wanted)
 
 
 def _exists(conn: Connection, table: sa.Table) -> bool:
@@ -137,6 +158,7 @@ def _row(run_id: str, r: SchemaResult) -> dict[str, Any]:
         "status": r.status,
         "seconds": r.seconds,
         "error": r.error,
+        "statement": r.statement,
     }
 
 
@@ -212,6 +234,7 @@ def recent_failures(conn: Connection, limit: int | None = 20) -> list[dict[str, 
             attempt.c.recorded_at,
             attempt.c.to_rev,
             target.label("revision"),
+            attempt.c.statement,
         )
         .select_from(joined)
         .where(_latest_failed())
@@ -227,6 +250,7 @@ def recent_failures(conn: Connection, limit: int | None = 20) -> list[dict[str, 
             "at": r.recorded_at.isoformat(),
             "revision": r.revision,
             "to": [v for v in r.to_rev.split(",") if v],
+            "statement": r.statement,
         }
         for r in conn.execute(query)
     ]
@@ -408,40 +432,86 @@ def edited_revisions(
 # --- revisions whose non-transactional block started ----------------------------------
 
 
-def mark_unfinished(conn: Connection, stream: str, schema: str, revision: str) -> None:
-    """In the transaction committed just before the block runs."""
+def mark_unfinished(
+    conn: Connection, stream: str, schema: str, revision: str, committed: str | None = None
+) -> None:
+    """In the transaction committed just before the block runs. ``committed`` (the revision's
+    own statements that this commit includes) marks the revision partially applied."""
     ensure(conn)
-    stmt = pg_insert(unfinished).values(stream=stream, schema_name=schema, revision=revision)
+    values = {"partial": committed is not None, "committed": committed}
+    stmt = pg_insert(unfinished).values(
+        stream=stream, schema_name=schema, revision=revision, **values
+    )
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=[unfinished.c.stream, unfinished.c.schema_name, unfinished.c.revision],
-            set_={"started_at": sa.func.now()},
+            set_={"started_at": sa.func.now(), **values},
         )
+    )
+
+
+def _marker(stream: str, schema: str, revision: str) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        unfinished.c.stream == stream,
+        unfinished.c.schema_name == schema,
+        unfinished.c.revision == revision,
+    )
+
+
+def add_committed(conn: Connection, stream: str, schema: str, revision: str, what: str) -> None:
+    """Say what else of a partially applied revision is committed now (its block)."""
+    conn.execute(
+        unfinished.update()
+        .where(_marker(stream, schema, revision), unfinished.c.partial)
+        .values(committed=unfinished.c.committed + " and " + what)
     )
 
 
 def clear_unfinished(conn: Connection, stream: str, schema: str, revision: str) -> None:
-    """In the transaction that writes the revision's version row."""
-    conn.execute(
-        unfinished.delete().where(
-            unfinished.c.stream == stream,
-            unfinished.c.schema_name == schema,
-            unfinished.c.revision == revision,
+    """In the transaction that writes the revision's version row (or, when a failed block
+    left nothing behind, right after it)."""
+    conn.execute(unfinished.delete().where(_marker(stream, schema, revision)))
+
+
+def clear_partial(conn: Connection, stream: str, schema: str) -> None:
+    """A stamp: whoever stamps has settled what partially applied revisions left."""
+    if _exists(conn, unfinished):
+        conn.execute(
+            unfinished.delete().where(
+                unfinished.c.stream == stream,
+                unfinished.c.schema_name == schema,
+                unfinished.c.partial,
+            )
         )
+
+
+def partial_revisions(conn: Connection, stream: str, schemas: Sequence[str]) -> list[Any]:
+    """Rows (schema_name, revision, committed, started_at) of the partially applied revisions
+    of ``schemas``: one query for the whole stream."""
+    if not _exists(conn, unfinished) or not schemas:
+        return []
+    query = (
+        sa.select(
+            unfinished.c.schema_name,
+            unfinished.c.revision,
+            unfinished.c.committed,
+            unfinished.c.started_at,
+        )
+        .where(
+            unfinished.c.stream == stream,
+            unfinished.c.partial,
+            unfinished.c.schema_name
+            == sa.any_(sa.bindparam("schemas", list(schemas), ARRAY(sa.Text))),
+        )
+        .order_by(unfinished.c.schema_name, unfinished.c.started_at)
     )
+    return list(conn.execute(query))
 
 
 def is_unfinished(conn: Connection, stream: str, schema: str, revision: str) -> bool:
     if not _exists(conn, unfinished):
         return False
-    query = sa.select(
-        sa.exists().where(
-            unfinished.c.stream == stream,
-            unfinished.c.schema_name == schema,
-            unfinished.c.revision == revision,
-        )
-    )
-    return bool(conn.scalar(query))
+    return bool(conn.scalar(sa.select(sa.exists().where(_marker(stream, schema, revision)))))
 
 
 def forget(conn: Connection, stream: str, schema: str) -> None:

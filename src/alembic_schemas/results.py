@@ -26,6 +26,9 @@ class SchemaState:
     error: str | None = None
     # The tenant's structure group (tenants of one group have the same drift).
     drift_group: str | None = None
+    # Revisions partially applied (statements before an autocommit_block committed, version
+    # row not): filled by status, listed under status --json's top-level "partial".
+    partial: list[PartialRevision] = field(default_factory=list)
     # Citus: INVALID indexes of the schema, on the coordinator or a worker ('"s"."i" on
     # host:port'); status --json lists them under a top-level "invalid_indexes".
     invalid_indexes: list[str] = field(default_factory=list)
@@ -63,6 +66,11 @@ class SchemaResult:
     after: tuple[str, ...]
     seconds: float
     error: str | None = None
+    statement: str | None = None  # the SQL statement that failed, when one did
+
+    def __post_init__(self) -> None:
+        if self.statement is None:  # a described database error carries its statement
+            self.statement = getattr(self.error, "statement", None)
 
     @property
     def changed(self) -> bool:
@@ -82,6 +90,7 @@ class SchemaResult:
             "seconds": round(self.seconds, 4),
             "status": self.status,
             "error": self.error,
+            "statement": self.statement,
         }
 
 
@@ -96,6 +105,8 @@ class CheckResult:
     current: tuple[str, ...] = ()
     heads: tuple[str, ...] = ()
     drift_group: str | None = None
+    # False when the stream has no metadata: no models were compared with the schema.
+    compared: bool = True
 
     @property
     def clean(self) -> bool:
@@ -112,6 +123,7 @@ class CheckResult:
             "heads": list(self.heads),
             "error": self.error,
             "drift_group": self.drift_group,
+            "compared": self.compared,
         }
 
 
@@ -235,6 +247,29 @@ class Orphan:
 
 
 @dataclass
+class PartialRevision:
+    """A revision whose statements before its autocommit_block were committed and whose
+    version row was not (``commit_before_autocommit_block``)."""
+
+    stream: str
+    schema: str
+    revision: str
+    committed: str
+    since: str  # ISO time the run that committed them started the block
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "schema": self.schema,
+            "revision": self.revision,
+            "committed": self.committed,
+            "since": self.since,
+            "message": self.message,
+        }
+
+
+@dataclass
 class StreamSummary:
     """The counts ``status`` and ``check`` open with, for one stream."""
 
@@ -314,6 +349,10 @@ class StatusReport(list[SchemaState]):
     def edited(self) -> list[EditedRevision]:
         return [e for s in self for e in s.edited]
 
+    @property
+    def partial(self) -> list[PartialRevision]:
+        return [p for s in self for p in s.partial]
+
     def summaries(self) -> list[StreamSummary]:
         out = []
         for name, tenant, heads in self.streams:
@@ -336,6 +375,7 @@ class StatusReport(list[SchemaState]):
             "schemas": [s.as_dict() for s in self],
             "last_failures": self.failures,
             "edited": [e.as_dict() for e in self.edited],
+            "partial": [p.as_dict() for p in self.partial],
             "summary": [s.as_dict() for s in self.summaries()],
             "drift_groups": [g.as_dict() for g in self.groups if g.differences or g.error],
             "orphans": [o.as_dict() for o in self.orphans],
@@ -369,6 +409,7 @@ class CheckReport(list[CheckResult]):
                 st.current,
                 st.heads,
                 st.drift_group,
+                st.drift is not None,
             )
             for st in status
         )

@@ -109,6 +109,24 @@ class Stream:
             )
         return md
 
+    @cached_property
+    def baseline_metadata(self) -> sa.MetaData:
+        """The models a new schema is built from at ``baseline``: ``baseline_metadata`` when
+        set (a frozen copy of the models as they were at that revision), else ``metadata``."""
+        if self.config.baseline_metadata is None:
+            return self.require_metadata()
+        md = resolve_attr(
+            self.config.baseline_metadata,
+            self.project.root,
+            f"baseline_metadata of stream {self.name!r}",
+        )
+        if not isinstance(md, sa.MetaData):
+            raise ConfigError(
+                f"baseline_metadata of stream {self.name!r} ({self.config.baseline_metadata})"
+                f" is a {type(md).__name__}, not a sqlalchemy MetaData"
+            )
+        return md
+
     def require_metadata(self) -> sa.MetaData:
         if self.metadata is None:
             raise ConfigError(f"stream {self.name!r} has no 'metadata' configured")
@@ -165,18 +183,37 @@ class Stream:
 
 
 def _keep_names(original: sa.Table, copy: sa.Table) -> None:
-    """Naming conventions using ``column_0_label`` embed the schema; keep the names the
-    schema-less models (and so their revisions) use."""
+    """Give the copy's indexes and constraints exactly the original's names.
 
-    def key(item: Any) -> tuple[str, tuple[str, ...]]:
-        return type(item).__name__, tuple(c.name for c in item.columns)
-
-    items: list[Any] = [*original.indexes, *original.constraints]
-    names = {key(i): i.name for i in items if i.name}
+    ``to_metadata`` keeps the name of every item it copies. Only the items a column makes
+    for itself (``index=True``, ``unique=True``) are made anew in the copy, and a naming
+    convention using ``column_0_label`` then puts the schema into their names. Those, and
+    only those, get their original's name back: an item whose name the copy kept is never
+    touched, so two indexes on the same columns, expression indexes and table-level CHECK
+    constraints (which have no columns) each keep their own name."""
+    originals: list[Any] = [*original.indexes, *original.constraints]
     copies: list[Any] = [*copy.indexes, *copy.constraints]
+    kept = {item.name for item in copies if isinstance(item.name, str)}
+    lost: dict[tuple[Any, ...], list[str]] = {}
+    for item in originals:
+        if isinstance(item.name, str) and item.name not in kept:
+            lost.setdefault(_made_by_column(item), []).append(item.name)
+    names = {item.name for item in originals if isinstance(item.name, str)}
     for item in copies:
-        if key(item) in names:
-            item.name = names[key(item)]
+        if isinstance(item.name, str) and item.name not in names:
+            found = lost.get(_made_by_column(item))
+            if found:
+                item.name = found.pop(0)
+
+
+def _made_by_column(item: Any) -> tuple[Any, ...]:
+    """What tells apart the items columns make: one index and one unique constraint per
+    column at most."""
+    return (
+        type(item).__name__,
+        tuple(c.name for c in item.columns),
+        bool(getattr(item, "unique", False)),
+    )
 
 
 def streams_of(project: Project, names: Sequence[str] | None = None) -> list[Stream]:

@@ -3,6 +3,7 @@ what needs attention (everything with ``all_schemas``). Pure: reports in, lines 
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -177,6 +178,7 @@ def status_lines(report: StatusReport, *, all_schemas: bool = False) -> list[str
         lines += _attention(report, stream, all_schemas)
     lines += _orphan_lines(report)
     lines += [f"  EDITED: {e.message}" for e in report.edited]
+    lines += [f"  PARTIALLY APPLIED: {p.message}" for p in report.partial]
     lines += [f"  INVALID index {i['index']}" for i in report.invalid_indexes]
     lines += _failure_lines(report.failures)
     lines += run_line(report.last_run)
@@ -189,10 +191,12 @@ def status_lines(report: StatusReport, *, all_schemas: bool = False) -> list[str
 def check_result_lines(r: CheckResult) -> list[str]:
     at = where(r.stream, r.schema, r.tenant)
     lines = []
-    if r.clean:
-        lines.append(f"{at}: models match the database")
     if r.error:
         lines.append(f"{at}: ERROR: {r.error}")
+    elif not r.compared:
+        lines.append(f"{at}: nothing compared: stream {r.stream!r} has no 'metadata'")
+    elif r.clean:
+        lines.append(f"{at}: models match the database")
     if r.pending:
         lines.append(f"{at}: {r.pending} revision(s) not applied (run upgrade)")
     lines += [f"{at}: {d}" for d in r.differences]
@@ -270,6 +274,14 @@ def current_line(s: SchemaState) -> str:
 # --- upgrade / downgrade -----------------------------------------------------------------
 
 
+def result_lines(r: SchemaResult, verbose: bool = False) -> list[str]:
+    """A schema's result line; with ``verbose``, a failure's SQL statement under it."""
+    lines = [result_line(r)]
+    if verbose and r.error and r.statement:
+        lines.append(textwrap.indent(f"failing statement:\n{r.statement}", "    "))
+    return lines
+
+
 def result_line(r: SchemaResult) -> str:
     at = where(r.stream, r.schema, r.tenant)
     if r.error:
@@ -294,7 +306,7 @@ def _streams_of(report: UpgradeReport) -> Iterable[tuple[str, bool]]:
     return seen.items()
 
 
-def run_lines(report: UpgradeReport) -> list[str]:
+def run_lines(report: UpgradeReport, *, verbose: bool = False) -> list[str]:
     """Per stream: each result (up to PER_LINE_LIMIT, else only the failed ones), and for
     tenant streams the counts; a named stream that never started says so."""
     lines: list[str] = []
@@ -302,11 +314,11 @@ def run_lines(report: UpgradeReport) -> list[str]:
         results = [r for r in report if r.stream == stream]
         c = report.counts(stream)
         if not tenant:
-            lines += [result_line(r) for r in results]
+            lines += [x for r in results for x in result_lines(r, verbose)]
             if not results and c["not_started"]:
                 lines.append(f"{stream}: not started")
             continue
         shown = results if len(results) <= PER_LINE_LIMIT else [r for r in results if r.error]
-        lines += [result_line(r) for r in shown]
+        lines += [x for r in shown for x in result_lines(r, verbose)]
         lines.append(counts_line(stream, c))
     return lines

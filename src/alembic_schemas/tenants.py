@@ -122,7 +122,13 @@ def create(
         if replay:
             return _create_by_replay(s, st, name)
         try:
-            sql = provision.get_snapshot(st, s.engine, lambda: pooling.refuse_snapshot_build(s, st))
+            try:
+                sql = provision.get_snapshot(
+                    st, s.engine, lambda: pooling.refuse_snapshot_build(s, st)
+                )
+            except MigrationFailed as exc:  # say which tenant it was for
+                exc.args = (f"{st.name}/{name}: {exc}",)
+                raise
             with db.connect(s.pooled) as conn:  # through the pooler, when direct_url is set
                 with conn.begin():
                     provision.provision(st, conn, name, sql, timeouts=schema_tx.timeouts(project))

@@ -17,6 +17,7 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -123,7 +124,11 @@ def test_a_failing_create_index_concurrently_leaves_no_invalid_index_and_no_vers
     assert failed == ["core", *broken]
     for schema in failed:
         error = results[schema]["error"]
-        assert error.startswith('could not create unique index "item_code"'), error
+        # the revision, its file and line, PostgreSQL's message and DETAIL, what was done
+        stream = "core" if schema == "core" else "tenant"
+        assert error.startswith(f"revision r2 ({project.root}/migrations/{stream}/versions/r2.py:")
+        assert '): could not create unique index "item_code"; DETAIL: Key (code)=(1) is' in error
+        assert results[schema]["statement"].startswith("CREATE UNIQUE INDEX CONCURRENTLY")
         assert f'dropped the INVALID index "{schema}"."item_code" it left' in error
         assert results[schema]["to"] == ["r1"]
         assert _version(catalog, schema) == ["r1"]
@@ -132,6 +137,7 @@ def test_a_failing_create_index_concurrently_leaves_no_invalid_index_and_no_vers
         )
         assert set(catalog.applied(schema)) == {"r1"}
     assert _invalid_indexes(catalog) == []
+    assert catalog.unfinished() == [], "a failed block that left nothing leaves no marker"
     good = [t for t in tenants if t not in broken]
     assert _indexes(catalog) == dict.fromkeys(good, True)
     for tenant in good:
@@ -163,7 +169,8 @@ def test_statements_before_an_autocommit_block_are_refused_and_nothing_commits(
     assert message.startswith("alembic-schemas: error: core: revision r2 (/") and message.endswith(
         "r2.py) writes 1 statement(s) before its autocommit_block; committing them without"
         " the revision's version row would leave it half-applied: move them to a revision of"
-        " their own or after the block"
+        " their own or after the block, or set commit_before_autocommit_block = true on stream"
+        " 'core' to commit them first as Alembic does"
     ), message
     # r1, and creating the schema, ran in the same transaction: nothing was committed.
     assert catalog.version_rows("core") == {}, "no schema core"
@@ -181,7 +188,8 @@ def test_a_failure_after_the_block_keeps_earlier_revisions_and_says_what_stays(
     assert proc.returncode == 1
     (result,) = json.loads(proc.stdout)["results"]
     print(f"\nfailure after the block: {result['error']}")
-    assert result["error"].startswith("division by zero")
+    r3 = project.root / "migrations" / "tenant" / "versions" / "r3.py"
+    assert result["error"] == f"revision r3 ({r3}): division by zero"  # replayed: no line
     assert result["from"] == [] and result["to"] == ["r2"]
     # r2 (block, then the rest and its version row) committed before r3 started.
     assert _version(catalog, "t_a") == ["r2"]
@@ -195,7 +203,8 @@ def test_a_failure_after_the_block_keeps_earlier_revisions_and_says_what_stays(
     proc = project.cli("upgrade", "--json")
     (result,) = json.loads(proc.stdout)["results"]
     assert result["error"] == (
-        "division by zero; revision r3's autocommit_block had completed and stays; its version"
+        f"revision r3 ({r3}:{_line_of(r3, '1 / 0')}): division by zero; revision r3's"
+        " autocommit_block had completed and stays; its version"
         " row was not written, so the next run runs the block again (write it to be"
         " repeatable, e.g. create_index(..., if_not_exists=True))"
     )
@@ -208,6 +217,11 @@ def test_a_failure_after_the_block_keeps_earlier_revisions_and_says_what_stays(
     assert _version(catalog, "t_a") == ["r3"]
     assert catalog.unfinished() == []
     catalog.assert_no_advisory_lock()
+
+
+def _line_of(path: Path, text: str) -> int:
+    """The number of the first line of ``path`` holding ``text``."""
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
 
 
 def _cic_waiting(catalog: Catalog, app: str) -> bool:

@@ -105,17 +105,17 @@ def test_column_modifications_read_as_one_line_from_old_to_new() -> None:
         )
     )
     assert describe(diff) == (
-        "modify type of core.item.code: Integer() -> BigInteger(); "
-        "modify nullable of core.item.code: True -> False; "
-        "modify default of core.item.code: None -> '0'"
+        "modify type of core.item.code: INTEGER -> BIGINT; "
+        "modify nullable of core.item.code: nullable -> not null; "
+        "modify default of core.item.code: none -> '0'"
     )
 
 
 def test_a_hand_built_modification_without_a_schema_leaves_it_out() -> None:
     diff = ("modify_nullable", None, "item", "code", {"existing_type": sa.Integer()}, False, True)
-    assert describe(diff) == "modify nullable of item.code: False -> True"
+    assert describe(diff) == "modify nullable of item.code: not null -> nullable"
     comment = ("modify_comment", "core", "item", "code", {}, None, "the code")
-    assert describe(comment) == "modify comment of core.item.code: None -> 'the code'"
+    assert describe(comment) == "modify comment of core.item.code: none -> 'the code'"
 
 
 def test_a_difference_of_an_unknown_kind_still_names_its_object() -> None:

@@ -48,21 +48,28 @@ def _name(obj: Any) -> str:
     return ".".join(parts)
 
 
-_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
-def _value(value: Any) -> str:
-    """A compared value as SQL where it is SQL (server defaults), else its repr: never an
-    object's address, so two compares of equal schemas describe them alike."""
-    if isinstance(value, sa.DefaultClause):
-        return _value(value.arg)
+def _as_sql(value: Any) -> str:
+    """A server default, type or comment as SQL text, never a Python repr (a reflected
+    default is a ``DefaultClause`` around a ``TextClause``)."""
+    if value is None:
+        return "none"
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
-    if isinstance(value, sa.TextClause):
-        return value.text
-    if isinstance(value, sa.ClauseElement):
-        return str(value.compile(dialect=_PG))
-    return repr(value)
+    if isinstance(value, sa.types.TypeEngine):
+        return str(value.compile(dialect=_DIALECT))
+    arg = getattr(value, "arg", None)  # DefaultClause
+    if arg is None:
+        arg = getattr(value, "sqltext", None)  # Computed
+    if isinstance(arg, str):
+        return "'" + arg.replace("'", "''") + "'"
+    if isinstance(arg, sa.sql.ClauseElement):
+        return str(arg.compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True}))
+    if isinstance(value, sa.sql.ClauseElement):
+        return str(value.compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True}))
+    return type(value).__name__
 
 
 def describe(diff: Any, own_schema: str | None = None) -> str:
@@ -82,7 +89,11 @@ def describe(diff: Any, own_schema: str | None = None) -> str:
         schema, table, column = diff[1], diff[2], diff[3]
         where = ".".join(p for p in (schema, table, column) if p)
         what = kind.removeprefix("modify_").replace("_", " ")
-        return f"modify {what} of {where}: {_value(diff[-2])} -> {_value(diff[-1])}"
+        if kind == "modify_nullable":
+            before, after = (("nullable" if v else "not null") for v in diff[-2:])
+        else:
+            before, after = (_as_sql(v) for v in diff[-2:])
+        return f"modify {what} of {where}: {before} -> {after}"
     if kind in ("add_fk", "remove_fk"):
         fk = diff[1]
         return f"{kind.replace('_', ' ')} {fk.name or ''} on {_name(fk.parent)}".replace("  ", " ")

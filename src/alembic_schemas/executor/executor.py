@@ -34,7 +34,7 @@ from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
-from .. import citus, database, records, versions
+from .. import citus, database, extensions, records, versions
 from ..config import Project
 from ..errors import (
     AlembicSchemasError,
@@ -42,9 +42,10 @@ from ..errors import (
     DatabaseError,
     RevisionError,
     describe_python_error,
+    mark_revision,
 )
 from ..results import SchemaResult
-from ..runtime import compat
+from ..runtime import autocommit, baseline, compat
 from ..runtime import schema as schema_tx
 from ..streams import PREPARED_KEY, SCHEMA_KEY, Stream
 from . import workers
@@ -274,7 +275,9 @@ class Executor:
             raise
         except AlembicSchemasError as exc:  # e.g. a refused autocommit_block
             # describe: with the notes saying what was done about it (an index dropped)
-            return self._failed(conn, schema, before, started, database.describe(exc))
+            # (its message names the revision itself when it was raised in one)
+            error = database.describe(exc, revision=False)
+            return self._failed(conn, schema, before, started, error)
         except Exception as exc:  # a revision's own Python error
             log.debug("%s failed", self.where(schema), exc_info=True)
             return self._failed(conn, schema, before, started, describe_python_error(exc))
@@ -295,6 +298,10 @@ class Executor:
         seconds = time.perf_counter() - started
         # An autocommit_block may have committed revisions: where it stopped is read.
         reached = database.read_after_failure(conn, lambda: self._read(conn, schema), before)
+        if self.stream.is_tenant:  # an extension another tenant took?
+            error = database.read_after_failure(
+                conn, lambda: extensions.hint(conn, self.stream, schema, error), error
+            )
         return SchemaResult(
             self.stream.name, schema, self.stream.is_tenant, before, reached, seconds, error
         )
@@ -308,10 +315,13 @@ class Executor:
             current = schema_tx.begin(conn, self.stream, schema, lock=lock, read=True)
             if current is None:
                 return None
+            found = current
+            if self.action.verb == "upgrade" and not current:  # a new schema: from its baseline?
+                current = baseline.build_new(conn, self.stream, schema, self.action.revision)
             if self.replayer is None:  # named streams, downgrade, stamp: Alembic
-                return current, self._via_alembic(conn, schema, self.action)
+                return found, self._via_alembic(conn, schema, self.action)
             if current == plan.target:
-                return current, current
+                return found, current
             ran_alembic = False
             for segment in self.replayer.segments(current, self.action.revision):
                 if isinstance(segment, Replay):
@@ -320,17 +330,27 @@ class Executor:
                     self._via_alembic(conn, schema, Action("upgrade", segment.revision))
                     ran_alembic = True
             if not ran_alembic:
-                return current, plan.target
+                return found, plan.target
             after = self._read(conn, schema)
             records.sync_applied(conn, self.stream.script, self.stream.name, schema, after)
-            return current, after
+            return found, after
 
     def _replay(self, conn: Connection, schema: str, segment: Replay) -> None:
         statements: list[database.Statement] = [(sql, ()) for sql in segment.statements]
         applied = [(rev, checksum) for rev, checksum in segment.revisions if checksum]
         if applied:
             statements.append(records.applied_upsert(self.stream.name, schema, applied))
-        database.send(conn, statements)
+        try:
+            database.send(conn, statements)
+        except sa.exc.DBAPIError as exc:  # no frame of the revision's file: say which it was
+            index = getattr(exc, "statement_index", None)
+            if index is not None and index < len(segment.owners):
+                mark_revision(exc, segment.owners[index], self._path(segment.owners[index]))
+            raise
+
+    def _path(self, revision: str) -> str | None:
+        script = self.stream.script.get_revision(revision)
+        return None if script is None else script.path
 
     def _via_alembic(self, conn: Connection, schema: str, action: Action) -> Heads:
         """Alembic runs ``action`` inside the schema's transaction, already set up. For the
@@ -340,6 +360,11 @@ class Executor:
             connection=conn, **{SCHEMA_KEY: schema, PREPARED_KEY: True}
         )
         with ALEMBIC_LOCK:
+            # A partially applied revision is never replayed (its block needs Alembic).
+            if action.verb == "stamp":  # whoever stamps has settled partial revisions
+                records.clear_partial(conn, self.stream.name, schema)
+            else:
+                autocommit.refuse_partial(conn, self.stream, schema)
             compat.run_alembic(
                 cfg, self.stream.script, action.verb, action.revision, purge=action.purge
             )

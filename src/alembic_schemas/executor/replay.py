@@ -43,6 +43,7 @@ class Replay:
 
     statements: tuple[str, ...]
     revisions: tuple[tuple[str, str | None], ...]  # (revision, checksum of its file)
+    owners: tuple[str, ...] = ()  # the revision each statement belongs to (error messages)
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ class Replayer:
         versions = compat.head_maintainer(_offline_context(self.stream, self.dialect, out), current)
         segments: list[Segment] = []
         sql: list[str] = []
+        owners: list[str] = []
         applied: list[tuple[str, str | None]] = []
         for step in steps:
             script = step.revision
@@ -163,12 +165,13 @@ class Replayer:
             version_sql = out.take()
             if statements is None:
                 if sql or applied:
-                    segments.append(Replay(tuple(sql), tuple(applied)))
-                    sql, applied = [], []
+                    segments.append(Replay(tuple(sql), tuple(applied), tuple(owners)))
+                    sql, owners, applied = [], [], []
                 segments.append(Online(script.revision))
                 continue
             sql += statements + version_sql
+            owners += [script.revision] * (len(statements) + len(version_sql))
             applied.append((script.revision, records.file_checksum(script.path)))
         if sql or applied:
-            segments.append(Replay(tuple(sql), tuple(applied)))
+            segments.append(Replay(tuple(sql), tuple(applied), tuple(owners)))
         return segments

@@ -29,7 +29,7 @@ import psycopg.conninfo
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from .. import catalog, citus, database, embedded, identifiers, locks, records
+from .. import catalog, citus, database, embedded, identifiers, locks, records, versions
 from ..errors import AlembicSchemasError, DatabaseError, MigrationFailed
 from ..executor import Action, Executor
 from ..runtime import schema as schema_tx
@@ -39,7 +39,7 @@ from .script import restore_script, settings_of, statements_of
 log = logging.getLogger("alembic_schemas")
 
 # Part of the fingerprint: bump when the stored SQL changes shape, so old rows are never used.
-FORMAT = b"alembic-schemas snapshot 2"
+FORMAT = b"alembic-schemas snapshot 3"
 KEEP = 5  # snapshots kept per stream; older ones are pruned when a new one is stored
 snapshot = records.snapshot
 
@@ -62,12 +62,14 @@ def snapshot_streams(stream: Stream) -> list[Stream]:
     return [Stream(project, s) for s in project.select(sorted(wanted))]
 
 
-def fingerprint(stream: Stream) -> str:
-    """Changes whenever a revision file (or env.py) of the stream or a dependency changes.
+def fingerprint(stream: Stream, dependencies: str = "") -> str:
+    """Changes whenever a revision file (or env.py) of the stream or a dependency changes,
+    or ``dependencies`` (where the dependency schemas stand in the target database).
 
     Hashes the files' bytes without importing them (each file once while it is unchanged on
     disk): on every ``create`` the history costs one ``stat`` per revision file."""
     digest = hashlib.sha256(FORMAT)
+    digest.update(dependencies.encode())
     for st in snapshot_streams(stream):
         digest.update(f"\0stream {st.name} {st.schema} {st.version_table}\0".encode())
         env_py = records.file_checksum(str(st.path / "env.py"))
@@ -88,8 +90,11 @@ def _pg_dump() -> str:
     return str(embedded.bin_path() / "pg_dump")
 
 
-def _dump(url: sa.URL, schema: str) -> str:
-    """``pg_dump`` of one schema (DDL, rows and privileges) as a plain SQL script."""
+def _dump(
+    url: sa.URL, schemas: list[str], *, ddl_only: bool = False, extensions: Sequence[str] = ()
+) -> str:
+    """``pg_dump`` of some schemas as a plain SQL script: DDL, rows and privileges, or with
+    ``ddl_only`` their DDL alone (and that of the ``extensions`` named)."""
     params: dict[str, str] = {
         k: (v[-1] if isinstance(v, tuple) else v) for k, v in url.query.items()
     }
@@ -101,13 +106,14 @@ def _dump(url: sa.URL, schema: str) -> str:
     if url.password is not None:
         env["PGPASSWORD"] = str(url.password)  # not on the command line, where ps shows it
     conninfo = psycopg.conninfo.make_conninfo("", **params)
+    what = ["--schema-only", "--no-privileges"] if ddl_only else ["--inserts"]  # no COPY
     proc = subprocess.run(
         [
             _pg_dump(),
-            "--schema",
-            schema,
+            *(arg for schema in schemas for arg in ("--schema", schema)),
+            *(arg for name in extensions for arg in ("--extension", name)),
             "--no-owner",  # objects belong to whoever provisions, as with a replay
-            "--inserts",  # plain statements: no COPY ... FROM stdin
+            *what,
             "--dbname",
             conninfo,
         ],
@@ -122,8 +128,64 @@ def _dump(url: sa.URL, schema: str) -> str:
     return proc.stdout
 
 
+def _dependencies(stream: Stream) -> list[Stream]:
+    """The named streams the tenant stream depends on (transitively), dependencies first."""
+    return [st for st in snapshot_streams(stream) if st.schema is not None]
+
+
+def dependency_state(conn: Connection, stream: Stream) -> str:
+    """Where the dependency schemas stand in the target database: their version rows, or
+    absent. A snapshot built over them holds while this does not change."""
+    deps = _dependencies(stream)
+    present = catalog.existing_schemas(conn, [st.schema for st in deps if st.schema])
+    parts = []
+    for st in deps:
+        assert st.schema is not None
+        if st.schema in present:
+            heads = versions.read_versions(conn, [st.schema], st.version_table)[st.schema]
+            parts.append(f"{st.name}={','.join(heads)}")
+        else:
+            parts.append(f"{st.name} absent")
+    return ";".join(parts)
+
+
+def _copy_dependencies(
+    target: Engine, scratch: sa.URL, deps: list[Stream], known: list[str]
+) -> None:
+    """The dependency schemas as they are in the target database (their DDL, no rows), and
+    the extensions they may use, restored in the scratch database. Reading them takes only
+    pg_dump's ACCESS SHARE locks; nothing is written to the target database."""
+    with database.connect(target) as conn:
+        extensions = catalog.extensions(conn)
+        conn.rollback()
+    schemas = [st.schema for st in deps if st.schema is not None]
+    elsewhere = sorted({s for _, s in extensions} - {*schemas, "public", "pg_catalog"})
+    dump = _dump(target.url, schemas, ddl_only=True, extensions=[e for e, _ in extensions])
+    engine = database.create_engine(
+        scratch.render_as_string(hide_password=False), poolclass=sa.pool.NullPool
+    )
+    try:
+        with database.connect(engine) as conn, conn.begin():
+            for schema in elsewhere:  # where extensions live, outside the copied schemas
+                database.run_sql(conn, "CREATE SCHEMA IF NOT EXISTS " + identifiers.quote(schema))
+            database.run_sql(conn, restore_script(dump, known))
+    except sa.exc.DBAPIError as exc:
+        raise DatabaseError(
+            "building the provisioning snapshot: copying the schemas it depends on"
+            f" ({', '.join(schemas)}) from the target database failed: {database.describe(exc)}"
+        ) from None
+    finally:
+        engine.dispose()
+
+
 def build_snapshot(stream: Stream, engine: Engine) -> str:
-    """Migrate a staging schema to head in a scratch database and dump it."""
+    """Migrate a staging schema to head in a scratch database and dump it.
+
+    The schemas of the streams it depends on are taken as they are in the target database
+    (their DDL, copied with pg_dump), so their histories need not replay from base; those
+    not there yet are migrated in the scratch database (from their baseline, if any). The
+    staging schema is never built in the target database: its revisions may write to the
+    dependency schemas, and that must not reach the real ones."""
     project = stream.project
     scratch = "alembic_schemas_tmp_" + uuid.uuid4().hex[:12]
     admin = database.create_engine(
@@ -131,9 +193,11 @@ def build_snapshot(stream: Stream, engine: Engine) -> str:
         isolation_level="AUTOCOMMIT",
         poolclass=sa.pool.NullPool,
     )
+    deps = _dependencies(stream)
     try:
         with database.connect(admin) as conn:
             known = catalog.setting_names(conn)
+            present = catalog.existing_schemas(conn, [st.schema for st in deps if st.schema])
             try:
                 conn.exec_driver_sql(
                     f"CREATE DATABASE {identifiers.quote(scratch, 'database name')} "
@@ -145,19 +209,30 @@ def build_snapshot(stream: Stream, engine: Engine) -> str:
                     f"{database.describe(exc)}; use --replay (replay=True) instead"
                 ) from None
         url = engine.url.set(database=scratch)
+        copied = [st for st in deps if st.schema in present]
+        if copied:
+            _copy_dependencies(engine, url, copied, known)
         # the scratch database for every connection: direct_url names the real one
         staged = dataclasses.replace(
             project, url=url.render_as_string(hide_password=False), direct_url=None
         )
         with database.session(staged) as s:
-            # the streams it depends on, then the staging schema (a name sources refuse)
+            # the streams it depends on that were not copied, then the staging schema (a
+            # name sources refuse)
             for st in snapshot_streams(Stream(staged, stream.config)):
+                if st.schema in present:
+                    continue
                 schema = st.schema if st.schema is not None else staging_schema(stream)
                 ex = Executor(st, s.engine, Action("upgrade", "heads"))
                 failed = [o for o in ex.run(ex.plan([schema])) if o.error]
                 if failed:
-                    raise MigrationFailed(f"building the provisioning snapshot: {failed[0].error}")
-        return restore_script(_dump(url, staging_schema(stream)), known)
+                    error = MigrationFailed(
+                        "building the provisioning snapshot failed in stream"
+                        f" {failed[0].stream!r}: {failed[0].error}"
+                    )
+                    error.statement = failed[0].statement  # type: ignore[attr-defined]
+                    raise error
+        return restore_script(_dump(url, [staging_schema(stream)]), known)
     finally:
         with database.connect(admin) as conn:
             conn.exec_driver_sql(
@@ -185,10 +260,11 @@ def get_snapshot(
 
     Builds of one stream are serialised by a session advisory lock, so concurrent first
     ``create`` calls build it once (and never run Alembic in two threads at a time)."""
-    key = fingerprint(stream)
     with database.connect(engine) as conn:
         records.ensure(conn)
         conn.commit()
+        key = fingerprint(stream, dependency_state(conn, stream))
+        conn.rollback()
         found = _cached(conn, stream, key)
         if found is not None:
             return found

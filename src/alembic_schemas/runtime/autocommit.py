@@ -5,7 +5,10 @@ alembic-schemas runs each schema's revisions in one transaction that it owns, so
 replacement is put on the run's MigrationContext that keeps the run's guarantees:
 
 * the commit before the block only commits whole revisions and their version rows: a revision
-  that wrote anything before its block is refused and the whole transaction rolls back;
+  that wrote anything before its block is refused and the whole transaction rolls back, unless
+  its stream sets ``commit_before_autocommit_block``: then those statements are committed too
+  (as Alembic does) and the revision is recorded as partially applied until its version row
+  commits; a later run stops on it, naming what was committed (:func:`refuse_partial`);
 * the (stream, schema) lock is held across the commit, as a session-level advisory lock, so a
   concurrent run cannot start the same revision while the block runs;
 * the block runs in autocommit with the schema's search_path and timeouts; afterwards a new
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shlex
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -48,25 +52,32 @@ class Hook:
 
     def __init__(self, conn: Connection | None, stream: Stream, schema: str) -> None:
         self.conn, self.stream, self.schema = conn, stream, schema
-        self.writes = 0  # statements of the running revision that may have written
+        self.writes: list[str] = []  # statements of the running revision that may have written
         self.unlock: Callable[[], None] | None = None  # set once a block has committed
         self.unstamped: str | None = None  # revision whose block ran, version row not yet
+        self.partial: str | None = None  # revision whose writes before its block committed
         self.removers: list[Callable[[], None]] = []
 
     def after_revision(self, ctx: MigrationContext, step: Any, heads: Any, run_args: Any) -> None:
         if self.unlock is not None and self.conn is not None:
             _commit(ctx, self.conn, self.stream, self.schema)
             _resume(self.conn, self.stream, self.schema)
-            self.unstamped = None
-        self.writes = 0
+            self.unstamped = self.partial = None
+        self.writes = []
 
     def count(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if not statement.lstrip().lower().startswith(_READS):
-            self.writes += 1
+            self.writes.append(" ".join(statement.split()))
 
     def explain(self, exc: BaseException) -> None:
         """Say on a failure what a committed block left (its effects are not rolled back)."""
-        if self.unstamped is not None:
+        if self.partial is not None:
+            exc.add_note(
+                f"revision {self.partial} is partially applied (its statements before the"
+                " autocommit_block were committed, its version row was not): the next run"
+                " stops on it until it is settled by hand and stamped"
+            )
+        elif self.unstamped is not None:
             exc.add_note(
                 f"revision {self.unstamped}'s autocommit_block had completed and stays; its"
                 " version row was not written, so the next run runs the block again (write it"
@@ -122,12 +133,7 @@ def _block(
     ctx: MigrationContext, conn: Connection, stream: Stream, schema: str, hook: Hook
 ) -> Iterator[None]:
     revision, path = compat.calling_revision()
-    if hook.writes:
-        raise MigrationFailed(
-            f"revision {revision} ({path}) writes {hook.writes} statement(s) before its"
-            " autocommit_block; committing them without the revision's version row would"
-            " leave it half-applied: move them to a revision of their own or after the block"
-        )
+    committed = _writes_before(stream, revision, path, hook.writes)
     leftovers = _invalid_indexes(conn, schema)
     if leftovers and not records.is_unfinished(conn, stream.name, schema, revision):
         fixes = "; ".join(f"DROP INDEX CONCURRENTLY {q}" for q in leftovers)
@@ -139,23 +145,31 @@ def _block(
     if hook.unlock is None:
         # at session level, so that it outlives the commits (ours already: no wait)
         hook.unlock = locks.session_lock(conn, locks.args(stream.name, schema))
-    records.mark_unfinished(conn, stream.name, schema, revision)
-    _commit(ctx, conn, stream, schema)  # whole revisions before this one
+    records.mark_unfinished(conn, stream.name, schema, revision, committed)
+    _commit(ctx, conn, stream, schema)  # whole revisions before this one (and its writes)
+    if committed is not None:
+        hook.partial = revision
     # a parallel run on Citus: no other transaction of the run open (citus.Gate)
-    with citus.exclusive(), _autocommit(conn, stream, schema, leftovers, revision):
+    with citus.exclusive(), _autocommit(conn, stream, schema, leftovers, revision, committed):
         yield
     _resume(conn, stream, schema)
     records.clear_unfinished(conn, stream.name, schema, revision)
     hook.unstamped = revision
-    hook.writes = 0  # a second block may follow directly
+    hook.writes = []  # a second block may follow directly
 
 
 @contextlib.contextmanager
 def _autocommit(
-    conn: Connection, stream: Stream, schema: str, leftovers: list[str], revision: str
+    conn: Connection,
+    stream: Stream,
+    schema: str,
+    leftovers: list[str],
+    revision: str,
+    committed: str | None,
 ) -> Iterator[None]:
     """The block itself: autocommit, the schema's settings, the leftovers of an interrupted
-    attempt dropped first and, if it fails, the INVALID indexes it left."""
+    attempt dropped first and, if it fails, the INVALID indexes it left (and, when nothing of
+    the revision stays, its marker)."""
     project = stream.project
     level = conn.get_isolation_level()
     conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -174,11 +188,61 @@ def _autocommit(
             yield
             _refuse_invalid_left(conn, schema, revision)
         except BaseException as exc:
-            _clean_up(conn, schema, exc)
+            if _clean_up(conn, schema, exc) and committed is None:
+                # Nothing of the revision stays: no marker either.
+                records.clear_unfinished(conn, stream.name, schema, revision)
             raise
+        if committed is not None:
+            records.add_committed(conn, stream.name, schema, revision, "its autocommit_block")
         ok = True
     finally:
         _leave_autocommit(conn, level, saved, ok)
+
+
+def _writes_before(stream: Stream, revision: str, path: str, writes: list[str]) -> str | None:
+    """What committing before the block would commit of the revision itself: None when
+    nothing; refused unless the stream opted in to commit it as Alembic does."""
+    if not writes:
+        return None
+    if not stream.config.commit_before_autocommit_block:
+        raise MigrationFailed(
+            f"revision {revision} ({path}) writes {len(writes)} statement(s) before its"
+            " autocommit_block; committing them without the revision's version row would"
+            " leave it half-applied: move them to a revision of their own or after the block,"
+            f" or set commit_before_autocommit_block = true on stream {stream.name!r} to commit"
+            " them first as Alembic does"
+        )
+    shown = "; ".join(w if len(w) <= 200 else w[:200] + " ..." for w in writes)
+    return f"{len(writes)} statement(s) before its autocommit_block ({shown})"
+
+
+def refuse_partial(conn: Connection, stream: Stream, schema: str) -> None:
+    """Stop before migrating a schema that a revision was partially applied to: running it
+    again would run its committed statements twice. One line says what was committed and
+    how to go on. Only streams that opted in can leave such a revision."""
+    if not stream.config.commit_before_autocommit_block:
+        return
+    found = records.partial_revisions(conn, stream.name, [schema])
+    if not found:
+        return
+    _schema, revision, committed, since = found[0]
+    raise MigrationFailed(partial_message(stream, schema, revision, committed, since))
+
+
+def partial_message(stream: Stream, schema: str, revision: str, committed: str, since: Any) -> str:
+    script = stream.script.get_revision(revision)
+    path = script.path if script is not None else "file not found"
+    down = script.down_revision if script is not None else None
+    parent = "base" if not down else (down if isinstance(down, str) else " ".join(down))
+    stamp = f"alembic-schemas stamp -s {stream.name}"
+    if stream.is_tenant:
+        stamp += f" --tenant {shlex.quote(schema)}"
+    return (
+        f"revision {revision} ({path}) is partially applied: a run started at"
+        f" {since:%Y-%m-%d %H:%M:%S %Z} committed {committed}, but not its version row;"
+        f" finish it by hand and run '{stamp} {revision}', or undo it by hand and run"
+        f" '{stamp} {parent}'"
+    )
 
 
 def _invalid_indexes(conn: Connection, schema: str) -> list[str]:
@@ -211,24 +275,28 @@ def _set_session(conn: Connection, **settings: str) -> dict[str, str]:
     return dict(zip(names, before, strict=True))
 
 
-def _clean_up(conn: Connection, schema: str, exc: BaseException) -> None:
-    """Drop the INVALID indexes a failed block left, and say so on the error."""
+def _clean_up(conn: Connection, schema: str, exc: BaseException) -> bool:
+    """Drop the INVALID indexes a failed block left, and say so on the error. True when none
+    is left."""
     try:
         left = _invalid_indexes(conn, schema)
     except sa.exc.DBAPIError:  # the connection is gone: the next run finds them
         exc.add_note("INVALID indexes it may have left are dropped by the next run")
-        return
+        return False
+    clean = True
     for name in left:
         try:
             database.run_sql(conn, "DROP INDEX CONCURRENTLY IF EXISTS " + name)
             exc.add_note(f"dropped the INVALID index {name} it left")
         except sa.exc.DBAPIError as drop_error:
+            clean = False
             exc.add_note(
                 f"INVALID index {name} is left ({database.describe(drop_error)}):"
                 f" drop it with DROP INDEX CONCURRENTLY {name}"
             )
             if conn.invalidated:
-                return
+                return False
+    return clean
 
 
 def _leave_autocommit(conn: Connection, level: Any, saved: dict[str, str], ok: bool) -> None:
