@@ -42,6 +42,8 @@ KEY = "alembic_schemas.citus"  # the Mode of a DBAPI connection, in its pool rec
 
 # One sub-select, so that the connect hook learns whether this is Citus in the round trip
 # that pins search_path.
+# Citus' own extensions: a scratch database (the snapshot build) stays plain PostgreSQL.
+EXTENSIONS = frozenset({"citus", "citus_columnar"})
 VERSION_SQL = "(SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'citus')"
 _NODE_SQL = (
     "SELECT (SELECT groupid FROM pg_catalog.pg_dist_local_group),"

@@ -104,6 +104,7 @@ def create(
     if connection is not None:
         if replay:
             raise ConfigError("replay=True cannot run inside a caller's connection")
+        citus.check_connection(connection)  # before anything is sent to a worker
         if not connection.in_transaction():
             connection.begin()
         refuse_existing(connection, name)  # before a possibly long snapshot build

@@ -191,9 +191,8 @@ def test_a_lock_held_on_a_worker_shard_fails_the_tenant_by_lock_timeout(
         held.exec_driver_sql("ROLLBACK")
     worker.dispose()
     assert failed.returncode == 1
-    assert "tenant/acme: FAILED: lock timeout (200ms) after 3 attempts: canceling statement" in (
-        failed.stdout
-    )
+    assert "tenant/acme: FAILED: revision 0002_tenant_note (" in failed.stdout
+    assert "lock timeout (200ms) after 3 attempts: canceling statement" in failed.stdout
     assert "due to lock timeout" in failed.stdout
     assert versions(cluster, "acme", "beta") == {
         "acme": "0001_tenant_init",

@@ -156,7 +156,8 @@ def _copy_dependencies(
     the extensions they may use, restored in the scratch database. Reading them takes only
     pg_dump's ACCESS SHARE locks; nothing is written to the target database."""
     with database.connect(target) as conn:
-        extensions = catalog.extensions(conn)
+        # The staging schema is built as a plain one (then distributed when provisioned).
+        extensions = [e for e in catalog.extensions(conn) if e[0] not in citus.EXTENSIONS]
         conn.rollback()
     schemas = [st.schema for st in deps if st.schema is not None]
     elsewhere = sorted({s for _, s in extensions} - {*schemas, "public", "pg_catalog"})
