@@ -313,7 +313,7 @@ def psql_floor(
     log(f"{target.name}: psql floor")
     target.fresh(names)
     server = _common.Server(target.url, embedded=False)
-    floor = fleet.run_psql(server, target.url, sql_file, len(names))
+    floor = fleet.run_psql(server, target.url, sql_file, len(names), None)
     return floor.seconds, floor.error or checked(target, names, "psql floor")
 
 
@@ -365,7 +365,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    names = fleet.tenant_names(args.tenants)
+    names = _common.tenant_names(args.tenants)
     citus = Citus(args.url)
     coordinator = _admin(args.url)
     with coordinator.connect() as conn:
