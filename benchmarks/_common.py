@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
@@ -96,7 +96,7 @@ class ScratchDatabase:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         self._admin.dispose()
 
-    def engine(self, **kwargs: object) -> Engine:
+    def engine(self, **kwargs: Any) -> Engine:
         return database.create_engine(self.url, **kwargs)
 
     def checkpoint(self) -> None:

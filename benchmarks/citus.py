@@ -196,7 +196,7 @@ class Citus(Target):
                 ),
                 {"names": list(names)},
             ).all()
-        tables = dict(rows)
+        tables: dict[str, int] = dict(rows)
         expected = len(fleet.TABLES) + 1  # and the version table
         problems += [
             f"{n}: {'not a distributed schema' if n not in tables else f'{tables[n]} Citus tables'}"
