@@ -32,7 +32,7 @@ from alembic_schemas import autogenerate, database, identifiers, tenants
 from alembic_schemas.errors import ConfigError, Interrupted, MigrationFailed
 from alembic_schemas.streams import Stream
 
-from conftest import ProjectDir
+from helpers import ProjectDir
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "fleet_read"
 STREAM = "tenant"

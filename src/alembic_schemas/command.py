@@ -604,6 +604,8 @@ def status(
                 report.groups += groups
                 heads = tuple(sorted(stream.script.get_heads()))
                 report.streams.append((stream.name, stream.is_tenant, heads))
+                if stream.metadata is None:
+                    report.without_models.add(stream.name)
         with s.connect() as conn:
             if not tenants:
                 report.orphans = _orphans(conn, project, selected, listed)

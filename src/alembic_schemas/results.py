@@ -340,6 +340,7 @@ class StatusReport(list[SchemaState]):
         super().__init__(states)
         self.streams: list[tuple[str, bool, tuple[str, ...]]] = []  # (name, tenant, heads)
         self.drift = False  # whether drift was compared
+        self.without_models: set[str] = set()  # streams with no metadata: nothing compared
         self.groups: list[DriftGroup] = []
         self.orphans: list[Orphan] = []
         self.failures: list[dict[str, Any]] = []
@@ -363,7 +364,7 @@ class StatusReport(list[SchemaState]):
                     heads,
                     (s for s in self if s.stream == name),
                     groups=(g for g in self.groups if g.stream == name),
-                    drift=self.drift,
+                    drift=self.drift and name not in self.without_models,
                     failed=sum(1 for f in self.failures if f["stream"] == name),
                     orphans=sum(1 for o in self.orphans if o.stream == name),
                 )

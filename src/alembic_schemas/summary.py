@@ -216,6 +216,8 @@ def check_lines(report: CheckReport, *, all_schemas: bool = False) -> list[str]:
         if all_schemas:
             lines += [x for r in mine for x in check_result_lines(r)]
             continue
+        if stream in status.without_models:
+            lines.append(f"{stream}: nothing compared: stream {stream!r} has no 'metadata'")
         lines += _behind([st for st in status if st.stream == stream])
         lines += [f"{where(r.stream, r.schema, True)}: ERROR: {r.error}" for r in mine if r.error]
         lines += [
