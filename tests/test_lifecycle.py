@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import threading
 import uuid
@@ -25,7 +26,7 @@ from alembic_schemas.cli import cli as cli_main
 from alembic_schemas.config import URL_ENV
 from alembic_schemas.errors import AlembicSchemasError
 
-from helpers import Catalog, ProjectDir, finish
+from helpers import FIXTURES, Catalog, ProjectDir, finish, revision_text
 
 HEAD = "ten05"
 LIFECYCLE_WITHOUT_BIND = ("shared01", "ten01", "ten02", "ten03", "ten05")
@@ -592,6 +593,25 @@ def test_snapshot_is_reused_until_a_revision_file_changes_or_one_is_added(
     assert versions(db, "tenant_4") == ["ten06"]
     assert "phone" in {c["name"] for c in sa.inspect(db).get_columns("account", "tenant_4")}
     assert len(_snapshots(db)) == 3
+
+
+def test_a_revision_in_another_version_location_rebuilds_the_snapshot(
+    project: ProjectDir, db: sa.Engine
+) -> None:
+    stream_dir = project.root / "migrations" / "tenant"
+    shutil.copy(FIXTURES / "version_locations" / "alembic.ini", stream_dir / "alembic.ini")
+    (stream_dir / "more").mkdir()
+    tenants.create("tenant_1", config=project.root)
+    assert versions(db, "tenant_1") == [HEAD]
+
+    # A new head in more/ (the stream's alembic.ini lists it): the cached snapshot is stale.
+    (stream_dir / "more" / "ten06.py").write_text(
+        revision_text("ten06", HEAD, 'op.add_column("account", sa.Column("phone", sa.Text))')
+    )
+    made = tenants.create("tenant_2", config=project.root)
+    assert made.after == ("ten06",)
+    assert "phone" in {c["name"] for c in sa.inspect(db).get_columns("account", "tenant_2")}
+    assert len(_snapshots(db)) == 2
 
 
 def test_concurrent_creates_of_different_tenants_both_succeed(

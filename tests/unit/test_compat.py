@@ -200,3 +200,22 @@ def test_operations_binds_alembic_op_with_overrides_for_the_block() -> None:
     assert "SELECT 1;" in out.getvalue()
     with pytest.raises(AttributeError):
         op.get_bind()  # unbound again once the block ends: no context behind alembic.op
+
+
+def test_revision_files_lists_every_version_location_without_importing(tmp_path: Path) -> None:
+    (tmp_path / "versions").mkdir()
+    (tmp_path / "versions" / "a.py").write_text("raise SystemExit('imported')\n")
+    extra = tmp_path / "elsewhere"
+    (extra / "nested").mkdir(parents=True)
+    (extra / "b.py").write_text("")
+    (extra / "nested" / "c.py").write_text("")
+    script = ScriptDirectory(
+        str(tmp_path),
+        version_locations=[str(tmp_path / "versions"), str(extra)],
+        recursive_version_locations=True,
+    )
+    assert compat.revision_files(script) == sorted(
+        [tmp_path / "versions" / "a.py", extra / "b.py", extra / "nested" / "c.py"]
+    )
+    flat = ScriptDirectory(str(tmp_path))  # Alembic's default: versions/ alone
+    assert compat.revision_files(flat) == [tmp_path / "versions" / "a.py"]

@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 from .. import catalog, citus, database, embedded, identifiers, locks, records, versions
 from ..errors import AlembicSchemasError, DatabaseError, MigrationFailed
 from ..executor import Action, Executor
+from ..runtime import compat
 from ..runtime import schema as schema_tx
 from ..streams import Stream
 from .script import restore_script, settings_of, statements_of
@@ -75,14 +76,13 @@ def fingerprint(stream: Stream, dependencies: str = "") -> str:
         env_py = records.file_checksum(str(st.path / "env.py"))
         if env_py is not None:
             digest.update(env_py.encode())
-        # The stream's alembic Config names only script_location: versions/ is the one place.
-        with os.scandir(st.path / "versions") as found:
-            files = sorted(
-                (e.name, e.path) for e in found if e.name.endswith(".py") and e.is_file()
-            )
-        for name, path in files:
+        # wherever the stream's alembic.ini puts its revisions (version_locations)
+        base = st.path.absolute()
+        for path in compat.revision_files(st.script):
+            # named as within the stream's folder: the same history hashes alike anywhere
+            name = path.relative_to(base) if path.is_relative_to(base) else path
             digest.update(f"\0{name}\0".encode())
-            digest.update((records.file_checksum(path) or "").encode())
+            digest.update((records.file_checksum(str(path)) or "").encode())
     return digest.hexdigest()
 
 

@@ -11,6 +11,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import alembic
@@ -20,7 +21,7 @@ from alembic.config import Config
 from alembic.operations import Operations
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import HeadMaintainer, MigrationContext
-from alembic.script import ScriptDirectory
+from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError, to_tuple
 
 ALEMBIC_VERSION = tuple(int(p) for p in alembic.__version__.split(".")[:2])
@@ -108,6 +109,18 @@ def head_maintainer(ctx: MigrationContext, heads: tuple[str, ...]) -> Any:
     """Alembic's bookkeeping of version rows (``HeadMaintainer``): ``update_to_step(step)``
     writes, through ``ctx``, the INSERT/UPDATE/DELETE a step makes to the version table."""
     return HeadMaintainer(ctx, heads)
+
+
+def revision_files(script: ScriptDirectory) -> list[Path]:
+    """Every file Alembic reads revisions from, in every version location (``version_locations``
+    of the stream's alembic.ini, subfolders with ``recursive_version_locations``, ``.pyc`` files
+    when ``sourceless``), without importing any (``ScriptDirectory._version_locations``,
+    ``Script._list_py_dir``)."""
+    found: list[Path] = []
+    for location in script._version_locations:
+        if location.exists():
+            found += Script._list_py_dir(script, location)
+    return sorted(found)
 
 
 def run_alembic(
