@@ -24,6 +24,9 @@ SCHEMA_KEY = "alembic_schemas.schema"
 SCRATCH_KEY = "alembic_schemas.scratch"
 # The caller has set up the schema's transaction already (runtime.schema.begin).
 PREPARED_KEY = "alembic_schemas.prepared"
+# With PREPARED_KEY: the schema's version rows, known to the caller (it holds the schema's lock
+# and wrote them in this transaction), so Alembic need not read them again.
+HEADS_KEY = "alembic_schemas.heads"
 
 
 def prepend_sys_path(root: Path) -> None:

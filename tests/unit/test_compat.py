@@ -219,3 +219,19 @@ def test_revision_files_lists_every_version_location_without_importing(tmp_path:
     )
     flat = ScriptDirectory(str(tmp_path))  # Alembic's default: versions/ alone
     assert compat.revision_files(flat) == [tmp_path / "versions" / "a.py"]
+
+
+def test_assume_heads_answers_the_first_read_then_reads_the_table_again() -> None:
+    class Counting(MigrationContext):
+        reads = 0
+
+        def get_current_heads(self) -> tuple[str, ...]:
+            Counting.reads += 1
+            return ("from_table",)
+
+    ctx = Counting(postgresql.dialect(), None, {"as_sql": True, "output_buffer": io.StringIO()})
+    compat.assume_heads(ctx, ("a", "b"))
+    assert ctx.get_current_heads() == ("a", "b")
+    assert Counting.reads == 0
+    assert ctx.get_current_heads() == ("from_table",)
+    assert Counting.reads == 1

@@ -47,7 +47,7 @@ from ..errors import (
 from ..results import SchemaResult
 from ..runtime import autocommit, baseline, compat
 from ..runtime import schema as schema_tx
-from ..streams import PREPARED_KEY, SCHEMA_KEY, Stream
+from ..streams import HEADS_KEY, PREPARED_KEY, SCHEMA_KEY, Stream
 from . import workers
 from .plan import Plan
 from .replay import ALEMBIC_LOCK, Online, Replay, Replayer, Segment
@@ -327,7 +327,9 @@ class Executor:
                 if isinstance(segment, Replay):
                     self._replay(conn, schema, segment)
                 else:
-                    self._via_alembic(conn, schema, Action("upgrade", segment.revision))
+                    self._via_alembic(
+                        conn, schema, Action("upgrade", segment.revision), heads=segment.heads
+                    )
                     ran_alembic = True
             if not ran_alembic:
                 return found, plan.target
@@ -352,12 +354,16 @@ class Executor:
         script = self.stream.script.get_revision(revision)
         return None if script is None else script.path
 
-    def _via_alembic(self, conn: Connection, schema: str, action: Action) -> Heads:
-        """Alembic runs ``action`` inside the schema's transaction, already set up. For the
-        whole action (not one segment of a replayed way) the applied-revision rows are then
-        made to match the version rows, in the same transaction."""
+    def _via_alembic(
+        self, conn: Connection, schema: str, action: Action, heads: Heads | None = None
+    ) -> Heads:
+        """Alembic runs ``action`` inside the schema's transaction, already set up (from
+        ``heads``, when the caller knows the version rows: one segment of a replayed way).
+        For the whole action (not one segment) the applied-revision rows are then made to
+        match the version rows, in the same transaction."""
+        known = {} if heads is None else {HEADS_KEY: heads}
         cfg = self.stream.alembic_config(
-            connection=conn, **{SCHEMA_KEY: schema, PREPARED_KEY: True}
+            connection=conn, **{SCHEMA_KEY: schema, PREPARED_KEY: True, **known}
         )
         with ALEMBIC_LOCK:
             # A partially applied revision is never replayed (its block needs Alembic).

@@ -51,6 +51,7 @@ class Online:
     """A revision Alembic runs (``upgrade`` to it) in the tenant's transaction."""
 
     revision: str
+    heads: Heads = ()  # the version rows before it
 
 
 Segment = Replay | Online
@@ -161,13 +162,14 @@ class Replayer:
         for step in steps:
             script = step.revision
             statements = self.statements(script)
+            before = tuple(sorted(versions.heads))
             versions.update_to_step(step)  # the version rows, as Alembic writes them
             version_sql = out.take()
             if statements is None:
                 if sql or applied:
                     segments.append(Replay(tuple(sql), tuple(applied), tuple(owners)))
                     sql, owners, applied = [], [], []
-                segments.append(Online(script.revision))
+                segments.append(Online(script.revision, before))
                 continue
             sql += statements + version_sql
             owners += [script.revision] * (len(statements) + len(version_sql))

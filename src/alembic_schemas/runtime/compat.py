@@ -123,6 +123,19 @@ def revision_files(script: ScriptDirectory) -> list[Path]:
     return sorted(found)
 
 
+def assume_heads(ctx: MigrationContext, heads: tuple[str, ...]) -> None:
+    """Let ``ctx.run_migrations()`` start from ``heads`` instead of reading the version table
+    (``has_table`` and a SELECT: two round trips), for a caller that wrote those rows itself
+    in the same transaction under the schema's lock. Once only: a later read (the commit
+    before an ``autocommit_block``) sees the table as the revisions left it."""
+
+    def once() -> tuple[str, ...]:
+        vars(ctx).pop("get_current_heads", None)  # the class's method again
+        return tuple(heads)
+
+    ctx.get_current_heads = once  # type: ignore[method-assign]
+
+
 def run_alembic(
     config: Config, script: ScriptDirectory, verb: str, revision: str, *, purge: bool = False
 ) -> None:
