@@ -61,6 +61,10 @@ def plain_alembic(
 
 
 CATALOG_QUERIES = {
+    "schema": """
+        SELECT pg_catalog.pg_get_userbyid(n.nspowner), coalesce(n.nspacl::text, '')
+        FROM pg_catalog.pg_namespace n WHERE n.nspname = :s
+    """,
     "relations": """
         SELECT c.relname, c.relkind, c.relpersistence, coalesce(c.relacl::text, ''),
                coalesce(pg_catalog.obj_description(c.oid, 'pg_class'), '')
@@ -70,19 +74,22 @@ CATALOG_QUERIES = {
     "columns": """
         SELECT c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
                coalesce(pg_catalog.pg_get_expr(d.adbin, d.adrelid), ''), a.attnotnull,
-               a.attidentity, a.attgenerated,
+               a.attidentity, a.attgenerated, coalesce(co.collname, ''),
                coalesce(pg_catalog.col_description(c.oid, a.attnum), '')
         FROM pg_catalog.pg_attribute a
         JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        LEFT JOIN pg_catalog.pg_collation co
+               ON co.oid = a.attcollation AND a.attcollation <> 100
         WHERE n.nspname = :s AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0
           AND NOT a.attisdropped
         ORDER BY c.relname, a.attnum
     """,
     "constraints": """
         SELECT coalesce(c.relname, ''), con.conname, con.contype,
-               pg_catalog.pg_get_constraintdef(con.oid), con.condeferrable, con.convalidated
+               pg_catalog.pg_get_constraintdef(con.oid), con.condeferrable, con.condeferred,
+               con.convalidated
         FROM pg_catalog.pg_constraint con
         JOIN pg_catalog.pg_namespace n ON n.oid = con.connamespace
         LEFT JOIN pg_catalog.pg_class c ON c.oid = con.conrelid
@@ -97,8 +104,19 @@ CATALOG_QUERIES = {
     """,
     "sequences": """
         SELECT s.sequencename, s.data_type::text, s.start_value, s.increment_by, s.min_value,
-               s.max_value, s.cache_size, s.cycle, s.last_value
-        FROM pg_catalog.pg_sequences s WHERE s.schemaname = :s ORDER BY 1
+               s.max_value, s.cache_size, s.cycle, s.last_value,
+               coalesce(owner.relname || '.' || a.attname, ''), coalesce(d.deptype::text, '')
+        FROM pg_catalog.pg_sequences s
+        JOIN pg_catalog.pg_namespace n ON n.nspname = s.schemaname
+        JOIN pg_catalog.pg_class sc ON sc.relname = s.sequencename AND sc.relnamespace = n.oid
+        LEFT JOIN pg_catalog.pg_depend d
+               ON d.objid = sc.oid AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+              AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+              AND d.deptype IN ('a', 'i')
+        LEFT JOIN pg_catalog.pg_class owner ON owner.oid = d.refobjid
+        LEFT JOIN pg_catalog.pg_attribute a
+               ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+        WHERE s.schemaname = :s ORDER BY 1
     """,
     "types": """
         SELECT t.typname, t.typtype,

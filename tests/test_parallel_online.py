@@ -25,6 +25,7 @@ from alembic_schemas import database, identifiers
 from alembic_schemas.executor import replay
 from alembic_schemas.streams import Stream
 
+from alembic_reference import catalog as reference_catalog
 from helpers import ProjectDir
 
 FIXTURE = Path(__file__).parent / "fixtures" / "online_history"
@@ -44,31 +45,6 @@ def pd(project_dir: ProjectDir, db: sa.Engine) -> ProjectDir:
 def _stream(pd: ProjectDir) -> Stream:
     project = alembic_schemas.load(pd.root)
     return Stream(project, project.stream("tenant"))
-
-
-def _catalog(db: sa.Engine, schema: str) -> dict[str, list[tuple[object, ...]]]:
-    """What the schema holds, named without the schema: columns, constraints, indexes."""
-    queries = {
-        "columns": """
-            SELECT table_name, column_name, data_type, is_nullable, column_default
-            FROM information_schema.columns WHERE table_schema = :s
-            ORDER BY table_name, ordinal_position""",
-        "constraints": """
-            SELECT c.conrelid::regclass::text LIKE '%' || c.conname || '%', c.conname, c.contype,
-                   pg_get_constraintdef(c.oid)
-            FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
-            WHERE n.nspname = :s ORDER BY c.conname""",
-        "indexes": """
-            SELECT indexname, regexp_replace(indexdef, ' ON .*\\.', ' ON ')
-            FROM pg_indexes WHERE schemaname = :s ORDER BY indexname""",
-        "versions": "SELECT version_num FROM alembic_version ORDER BY 1",
-    }
-    out: dict[str, list[tuple[object, ...]]] = {}
-    with db.connect() as conn:
-        database.run_sql(conn, "SET search_path TO " + identifiers.search_path(schema))
-        for key, sql in queries.items():
-            out[key] = [tuple(r) for r in conn.execute(sa.text(sql), {"s": schema})]
-    return out
 
 
 def test_replay_is_decided_by_what_a_revision_does_not_by_its_source(pd: ProjectDir) -> None:
@@ -141,10 +117,11 @@ def test_every_tenant_matches_one_schema_migrated_by_plain_alembic(
     with db.connect() as conn:
         database.run_sql(conn, f"CREATE SCHEMA {identifiers.quote(plain)}")
     command.upgrade(alembic_schemas.alembic_config("tenant", schema=plain, config=pd.root), "head")
-    expected = _catalog(db, plain)
-    assert expected["versions"] == [(HEAD,)]
+    per_tenant = ("pid", "tenant")  # row values that name the tenant or its backend
+    expected = reference_catalog(db, plain, per_tenant)
+    assert expected["rows"]["alembic_version"] == [f'{{"version_num": "{HEAD}"}}']
     for tenant in TENANTS:
-        assert _catalog(db, tenant) == expected, tenant
+        assert reference_catalog(db, tenant, per_tenant) == expected, tenant
 
 
 def test_fleet_downgrade_runs_on_parallel_workers_with_the_run_record(
