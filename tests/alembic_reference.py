@@ -146,11 +146,15 @@ def _reparsed(conn: sa.Connection, schema: str, table: str, definition: str) -> 
     with conn.begin_nested() as tx:
         like = identifiers.qualified(schema, table)
         conn.exec_driver_sql(f"CREATE TEMP TABLE reference_reparse (LIKE {like})")
-        conn.exec_driver_sql(f"ALTER TABLE pg_temp.reference_reparse ADD CONSTRAINT c {definition}")
+        conn.exec_driver_sql(
+            f"ALTER TABLE pg_temp.reference_reparse ADD CONSTRAINT reparsed {definition}"
+        )
+        # by name: LIKE copies NOT NULL, which PostgreSQL 18 lists as constraints too
         text = conn.scalar(
             sa.text(
                 "SELECT pg_catalog.pg_get_constraintdef(oid) FROM pg_catalog.pg_constraint"
                 " WHERE conrelid = 'pg_temp.reference_reparse'::pg_catalog.regclass"
+                " AND conname = 'reparsed'"
             )
         )
         tx.rollback()

@@ -14,7 +14,6 @@ import subprocess
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -26,6 +25,7 @@ from alembic_schemas.cli import cli as cli_main
 from alembic_schemas.config import URL_ENV
 from alembic_schemas.errors import AlembicSchemasError
 
+from alembic_reference import catalog
 from helpers import FIXTURES, Catalog, ProjectDir, finish, revision_text
 
 HEAD = "ten05"
@@ -169,152 +169,6 @@ def tables(db: sa.Engine, schema: str) -> set[str]:
     return set(sa.inspect(db).get_table_names(schema=schema))
 
 
-# --- catalog of one schema, with the schema's own name taken out ------------------------------
-
-CATALOG_QUERIES = {
-    "schema": """
-        SELECT pg_catalog.pg_get_userbyid(n.nspowner), coalesce(n.nspacl::text, '')
-        FROM pg_catalog.pg_namespace n WHERE n.nspname = :s
-    """,
-    "relations": """
-        SELECT c.relname, c.relkind, c.relpersistence, coalesce(c.relacl::text, ''),
-               coalesce(pg_catalog.obj_description(c.oid, 'pg_class'), '')
-        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = :s ORDER BY c.relname
-    """,
-    # Columns in their order (attnum values differ where a column was dropped, so only the
-    # order counts), with type, default, nullability, identity, generation, collation.
-    "columns": """
-        SELECT c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
-               coalesce(pg_catalog.pg_get_expr(d.adbin, d.adrelid), ''), a.attnotnull,
-               a.attidentity, a.attgenerated, coalesce(co.collname, ''),
-               coalesce(pg_catalog.col_description(c.oid, a.attnum), '')
-        FROM pg_catalog.pg_attribute a
-        JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
-        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-        LEFT JOIN pg_catalog.pg_collation co
-               ON co.oid = a.attcollation AND a.attcollation <> 100
-        WHERE n.nspname = :s AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0
-          AND NOT a.attisdropped
-        ORDER BY c.relname, a.attnum
-    """,
-    "constraints": """
-        SELECT coalesce(c.relname, ''), con.conname, con.contype,
-               pg_catalog.pg_get_constraintdef(con.oid), con.condeferrable, con.condeferred,
-               con.convalidated
-        FROM pg_catalog.pg_constraint con
-        JOIN pg_catalog.pg_namespace n ON n.oid = con.connamespace
-        LEFT JOIN pg_catalog.pg_class c ON c.oid = con.conrelid
-        WHERE n.nspname = :s ORDER BY 1, 2
-    """,
-    "indexes": """
-        SELECT indexname, indexdef FROM pg_catalog.pg_indexes
-        WHERE schemaname = :s ORDER BY indexname
-    """,
-    "sequences": """
-        SELECT s.sequencename, s.data_type::text, s.start_value, s.increment_by, s.min_value,
-               s.max_value, s.cache_size, s.cycle, s.last_value,
-               coalesce(owner.relname || '.' || a.attname, ''), coalesce(d.deptype::text, '')
-        FROM pg_catalog.pg_sequences s
-        JOIN pg_catalog.pg_namespace n ON n.nspname = s.schemaname
-        JOIN pg_catalog.pg_class sc ON sc.relname = s.sequencename AND sc.relnamespace = n.oid
-        LEFT JOIN pg_catalog.pg_depend d
-               ON d.objid = sc.oid AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-              AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-              AND d.deptype IN ('a', 'i')
-        LEFT JOIN pg_catalog.pg_class owner ON owner.oid = d.refobjid
-        LEFT JOIN pg_catalog.pg_attribute a
-               ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-        WHERE s.schemaname = :s ORDER BY s.sequencename
-    """,
-    "enums": """
-        SELECT t.typname, pg_catalog.array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
-        FROM pg_catalog.pg_type t
-        JOIN pg_catalog.pg_enum e ON e.enumtypid = t.oid
-        JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
-        WHERE n.nspname = :s GROUP BY t.typname ORDER BY t.typname
-    """,
-    "types": """
-        SELECT t.typname, t.typtype FROM pg_catalog.pg_type t
-        JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
-        WHERE n.nspname = :s ORDER BY t.typname
-    """,
-    "functions": """
-        SELECT p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid)
-        FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-        WHERE n.nspname = :s ORDER BY 1, 2
-    """,
-}
-
-
-def reparsed_check(conn: sa.Connection, schema: str, table: str, definition: str) -> str:
-    """A CHECK definition as PostgreSQL gives it back after parsing it once more.
-
-    PostgreSQL does not always deparse an expression into text that parses back to the same
-    tree: ``status IN ('open', 'paid')`` on a varchar column is stored with its casts in one
-    place and, after a dump and restore (pg_dump, pg_upgrade, and so a snapshot), in another.
-    The two are the same constraint; after one more round trip their text is the same too.
-    Every other definition is compared exactly as stored."""
-    with conn.begin_nested() as tx:
-        like = identifiers.qualified(schema, table)
-        conn.exec_driver_sql(f"CREATE TEMP TABLE lifecycle_reparse (LIKE {like})")
-        conn.exec_driver_sql(
-            f"ALTER TABLE pg_temp.lifecycle_reparse ADD CONSTRAINT reparsed {definition}"
-        )
-        text = conn.scalar(
-            sa.text(
-                "SELECT pg_catalog.pg_get_constraintdef(oid) FROM pg_catalog.pg_constraint "
-                "WHERE conrelid = 'pg_temp.lifecycle_reparse'::pg_catalog.regclass "
-                "AND conname = 'reparsed'"
-            )
-        )
-        tx.rollback()
-    return str(text)
-
-
-def catalog(db: sa.Engine, schema: str) -> dict[str, Any]:
-    """Everything a tenant schema holds, comparable between two schemas."""
-    out: dict[str, Any] = {}
-    with db.connect() as autocommit:
-        conn = autocommit.execution_options(isolation_level="READ COMMITTED")  # savepoints
-        # search_path is pg_catalog (as the tool pins it): every name comes out qualified.
-        prefix = str(conn.scalar(sa.text("SELECT pg_catalog.quote_ident(:s)"), {"s": schema}))
-
-        def norm(value: Any) -> Any:
-            if isinstance(value, str):
-                return value.replace(prefix + ".", "<tenant>.")
-            if isinstance(value, list):
-                return [norm(v) for v in value]
-            return value
-
-        for name, query in CATALOG_QUERIES.items():
-            rows = [tuple(r) for r in conn.execute(sa.text(query), {"s": schema})]
-            if name == "constraints":
-                rows = [
-                    (*r[:3], reparsed_check(conn, schema, r[0], r[3]), *r[4:])
-                    if r[2] == "c" and r[0]
-                    else r
-                    for r in rows
-                ]
-            out[name] = [tuple(norm(v) for v in row) for row in rows]
-        data: dict[str, list[str]] = {}
-        for (table,) in conn.execute(
-            sa.text(
-                "SELECT c.relname FROM pg_catalog.pg_class c "
-                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = :s AND c.relkind = 'r' ORDER BY 1"
-            ),
-            {"s": schema},
-        ):
-            qualified = identifiers.qualified(schema, table)
-            data[table] = sorted(
-                conn.scalars(sa.text(f"SELECT pg_catalog.row_to_json(t)::text FROM {qualified} t"))
-            )
-        out["rows"] = data
-    return out
-
-
 def dropped_columns(db: sa.Engine, schema: str) -> int:
     with db.connect() as conn:
         return int(
@@ -363,7 +217,9 @@ def test_provisioned_tenant_is_identical_to_one_migrated_revision_by_revision(
     # The catalog holds what the history built (an equality of two empty schemas proves
     # nothing), and the two tenants really were built differently: only the migrated one
     # carries the columns the history dropped.
-    assert snap["enums"] == [("account_role", ["owner", "admin", "member"])]
+    assert [t for t in snap["types"] if t[1] == "e"] == [
+        ("account_role", "e", ["owner", "admin", "member"])
+    ]
     assert {row[0] for row in snap["relations"]} >= {
         "account",
         "invoice",
