@@ -247,6 +247,10 @@ class ProjectDir:
     def install(self, history: str, *revisions: str) -> list[Path]:
         return install_history(self.root, history, *revisions)
 
+    def copy_project(self, fixture: str) -> None:
+        """Make this the whole project ``tests/fixtures/<fixture>`` (config, migrations, app)."""
+        shutil.copytree(FIXTURES / fixture, self.root, dirs_exist_ok=True)
+
     def versions(self, stream: str) -> list[Path]:
         return sorted((self.root / "migrations" / stream / "versions").glob("*.py"))
 

@@ -13,7 +13,6 @@ revisions around them, two branches and a merge point.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -26,19 +25,16 @@ from alembic_schemas.executor import replay
 from alembic_schemas.streams import Stream
 
 from alembic_reference import catalog as reference_catalog
-from helpers import ProjectDir
+from helpers import ProjectDir, create_schemas
 
-FIXTURE = Path(__file__).parent / "fixtures" / "online_history"
 TENANTS = [f"t_{i:02d}" for i in range(12)]
 HEAD = "r8_after"
 
 
 @pytest.fixture
 def pd(project_dir: ProjectDir, db: sa.Engine) -> ProjectDir:
-    shutil.copytree(FIXTURE, project_dir.root, dirs_exist_ok=True)
-    with db.connect() as conn:
-        for name in TENANTS:
-            database.run_sql(conn, f"CREATE SCHEMA {identifiers.quote(name)}")
+    project_dir.copy_project("online_history")
+    create_schemas(db, TENANTS)
     return project_dir
 
 

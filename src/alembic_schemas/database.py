@@ -363,6 +363,15 @@ Statement = tuple[str, Sequence[Any] | None]
 which SQLAlchemy's pyformat dialect doubled every ``%``, is sent with ``()`` to undo that."""
 
 
+def rendered(sql: str) -> Statement:
+    """A statement SQLAlchemy rendered (every ``%`` doubled), to send: the ``%%`` undone here,
+    once, when nothing else in it is a ``%`` (then it is sent as written, and psycopg need not
+    parse it for placeholders on every send); otherwise psycopg undoes them."""
+    if "%" not in sql.replace("%%", ""):
+        return sql.replace("%%", "%"), None
+    return sql, ()
+
+
 def send(conn: Connection, statements: Sequence[Statement]) -> list[tuple[Any, ...]]:
     """Send ``statements`` one per query, pipelined: one network wait for all of them (a
     distributed PostgreSQL such as Citus refuses several statements in one query string).

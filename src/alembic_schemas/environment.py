@@ -8,6 +8,9 @@ keeps the version table inside the schema, and scopes autogenerate to that schem
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import sqlalchemy as sa
 from alembic.runtime.environment import EnvironmentContext
 from sqlalchemy.engine import Connection
@@ -24,6 +27,7 @@ from .streams import (
     PROJECT_KEY,
     SCHEMA_KEY,
     SCRATCH_KEY,
+    SESSION_KEY,
     STREAM_KEY,
     Stream,
 )
@@ -76,14 +80,16 @@ def _migrate(
     """Run revisions on ``schema``: the transaction set up, the version table there before the
     first revision (creating it is not a write of that revision's), an ``autocommit_block``
     that keeps the run's guarantees. A scratch schema (``commit`` false) lives in a
-    transaction that is rolled back: nothing may commit."""
-    if not env.config.attributes.get(PREPARED_KEY):
+    transaction that is rolled back: nothing may commit. With a :class:`Session` the run
+    stays configured for the caller's next revisions (the session undoes it when closed)."""
+    attributes = env.config.attributes
+    if not attributes.get(PREPARED_KEY):
         schema_tx.begin(conn, stream, schema)
         conn.execute(
             sa.schema.CreateTable(versions.version_table(stream.version_table), if_not_exists=True)
         )
     # Prepared: the executor's set-up (begin with read=True) created it already, in this
-    # transaction; a fleet runs this once per online revision per tenant.
+    # transaction; a fleet runs this once per schema that has revisions Alembic must run.
     if stream.is_tenant:
         # Ops and op.get_bind() queries naming no schema land in the tenant. The tenant maps to
         # itself too: with a map, SQLAlchemy re-renders every schema name from text, which
@@ -91,31 +97,108 @@ def _migrate(
         name = identifiers.sa_name(schema)
         conn.execution_options(schema_translate_map={None: name, name: name})
     hook = autocommit.new_hook(conn, stream, schema)
+
+    def undo() -> None:
+        hook.remove()
+        if stream.is_tenant:
+            conn.execution_options(schema_translate_map=None)
+
+    session = attributes.get(SESSION_KEY)
+    if isinstance(session, Session):
+        session.adopt(env, hook, undo)
     try:
         env.configure(
             connection=conn,
             on_version_apply=hook.after_revision,
             **context_options(stream, schema),
         )
-        known = env.config.attributes.get(HEADS_KEY)
+        if stream.is_tenant:  # the map names the tenant: one Table serves every tenant
+            compat.share_version_table(env.get_context())
+        known = attributes.get(HEADS_KEY)
         if known is not None:  # one segment of a way the executor replays around
             compat.assume_heads(env.get_context(), known)
         autocommit.install(env.get_context(), hook, commit=commit)
-        try:
-            with env.begin_transaction():
-                env.run_migrations()
-        except BaseException as exc:
-            hook.explain(exc)
-            raise
-        if stream.config.reference_tables and citus.is_citus(conn):
-            # in the migration's transaction, so tenants never see the table otherwise
-            citus.make_reference_tables(
-                conn, schema, stream.config.reference_tables, stream.version_table
-            )
+        _run_migrations(env, stream, schema, conn, hook)
     finally:
-        hook.remove()
-        if stream.is_tenant:
-            conn.execution_options(schema_translate_map=None)
+        if not isinstance(session, Session):
+            undo()
+
+
+def _run_migrations(
+    env: EnvironmentContext, stream: Stream, schema: str, conn: Connection, hook: autocommit.Hook
+) -> None:
+    try:
+        with env.begin_transaction():
+            env.run_migrations()
+    except BaseException as exc:
+        hook.explain(exc)
+        raise
+    if stream.config.reference_tables and citus.is_citus(conn):
+        # in the migration's transaction, so tenants never see the table otherwise
+        citus.make_reference_tables(
+            conn, schema, stream.config.reference_tables, stream.version_table
+        )
+
+
+class Session:
+    """One schema's Alembic run, for a caller that runs some of the revisions on the way itself
+    (the executor replays the others) in the schema's one transaction, already set up.
+
+    The first :meth:`run` goes through the stream's ``env.py`` as ``alembic upgrade`` does; the
+    run it configures (context, hooks, schema translation) is kept, and later calls run their
+    revisions on it: ``env.py`` runs once per schema, as with plain Alembic, not once per
+    revision. After an ``autocommit_block`` (which committed, and resumed in a new
+    transaction) the run is closed, and the next call starts a new one. :meth:`close` undoes
+    what the run set on the connection."""
+
+    def __init__(self, stream: Stream, schema: str, conn: Connection, destination: str) -> None:
+        self.stream, self.schema, self.conn, self.destination = stream, schema, conn, destination
+        self._steps: list[Any] = []
+        self._env: EnvironmentContext | None = None
+        self._hook: autocommit.Hook | None = None
+        self._undo: Callable[[], None] | None = None
+
+    def migrations(self, heads: Any, ctx: Any) -> list[Any]:
+        """The steps of the current call (the EnvironmentContext's ``fn``)."""
+        steps, self._steps = self._steps, []
+        return steps
+
+    def adopt(
+        self, env: EnvironmentContext, hook: autocommit.Hook, undo: Callable[[], None]
+    ) -> None:
+        self._env, self._hook, self._undo = env, hook, undo
+
+    def run(self, heads: tuple[str, ...], steps: Sequence[Any]) -> None:
+        """Run Alembic's ``steps`` (revisions whose parents are ``heads``, the version rows the
+        caller knows are there) and write their version rows."""
+        self._steps = list(steps)
+        try:
+            if self._env is None or self._hook is None:
+                self._start(heads)
+            else:
+                compat.assume_heads(self._env.get_context(), heads)
+                with self._env:  # alembic.context, for the revisions that use it
+                    _run_migrations(self._env, self.stream, self.schema, self.conn, self._hook)
+        finally:
+            self._steps = []
+        if self._hook is not None and self._hook.unlock is not None:
+            self.close()  # a block committed: the next revisions start a new run
+
+    def _start(self, heads: tuple[str, ...]) -> None:
+        cfg = self.stream.alembic_config(
+            connection=self.conn,
+            **{SCHEMA_KEY: self.schema, PREPARED_KEY: True, HEADS_KEY: heads, SESSION_KEY: self},
+        )
+        script = self.stream.script
+        with EnvironmentContext(
+            cfg, script, fn=self.migrations, as_sql=False, destination_rev=self.destination
+        ):
+            script.run_env()
+
+    def close(self) -> None:
+        undo, self._undo, self._env, self._hook = self._undo, None, None, None
+        if undo is not None:
+            undo()
 
 
 def refuse_offline_tabs(stream: Stream, schema: str) -> None:

@@ -26,6 +26,7 @@ later run that finds INVALID indexes there knows they are that attempt's leftove
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import threading
@@ -357,19 +358,26 @@ def sync_applied(
 ) -> None:
     """Make the schema's rows exactly the ancestors-or-self of ``heads``: rows of revisions
     no longer applied (downgrade, stamp) go; missing ones get the file's current checksum.
-    Existing rows keep their checksum, so an edit made before this run is still found.
+    Existing rows keep their checksum, so an edit made before this run is still found."""
+    database.send(conn, sync_statements(script, stream, schema, heads))
 
-    Two statements with array parameters, pipelined (one network wait): built with
-    SQLAlchemy Core, a 60-revision history cost ~240 bound values to coerce and compile for
-    every schema, more CPU than the rest of a tenant's replayed upgrade."""
-    ancestors = (
-        {
-            sc.revision: getattr(sc, "path", None)
-            for sc in script.revision_map.iterate_revisions(tuple(heads), "base")
-        }
-        if heads
-        else {}
-    )
+
+@functools.lru_cache(maxsize=64)
+def _ancestors(script: ScriptDirectory, heads: tuple[str, ...]) -> dict[str, str | None]:
+    """Revision -> file of the ancestors-or-self of ``heads``: the same for every schema at
+    those heads (a loaded ScriptDirectory's graph does not change)."""
+    walk = script.revision_map.iterate_revisions(heads, "base")
+    return {sc.revision: getattr(sc, "path", None) for sc in walk}
+
+
+def sync_statements(
+    script: ScriptDirectory, stream: str, schema: str, heads: Sequence[str]
+) -> list[database.Statement]:
+    """:func:`sync_applied` as two statements with array parameters, to send in a pipeline
+    (one network wait): built with SQLAlchemy Core, a 60-revision history cost ~240 bound
+    values to coerce and compile for every schema, more CPU than the rest of a tenant's
+    replayed upgrade."""
+    ancestors = _ancestors(script, tuple(heads)) if heads else {}
     table = f"{SCHEMA}.applied"
     statements: list[database.Statement] = [
         (
@@ -395,7 +403,7 @@ def sync_applied(
                 (stream, schema, revisions, checksums),
             )
         )
-    database.send(conn, statements)
+    return statements
 
 
 def edited_revisions(

@@ -27,6 +27,9 @@ PREPARED_KEY = "alembic_schemas.prepared"
 # With PREPARED_KEY: the schema's version rows, known to the caller (it holds the schema's lock
 # and wrote them in this transaction), so Alembic need not read them again.
 HEADS_KEY = "alembic_schemas.heads"
+# With PREPARED_KEY: an environment.Session that keeps the configured run for the caller's later
+# revisions in the same transaction (env.py then runs once per schema, as with plain Alembic).
+SESSION_KEY = "alembic_schemas.session"
 
 
 def prepend_sys_path(root: Path) -> None:

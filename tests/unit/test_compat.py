@@ -174,6 +174,43 @@ def test_head_maintainer_writes_the_version_rows_of_each_step(script: ScriptDire
     assert versions.heads == {"b"}
 
 
+def test_move_head_writes_alembics_own_insert_or_update(script: ScriptDirectory) -> None:
+    ctx, out = _offline_context()
+    steps = compat.upgrade_steps(script, "c", ())
+    versions = compat.head_maintainer(ctx, ())
+    versions.update_to_step(steps[0])  # Alembic's statements for base -> a, then a -> b
+    versions.update_to_step(steps[1])
+    ctx2, out2 = _offline_context()
+    compat.move_head(ctx2, (), "a")
+    compat.move_head(ctx2, ("a",), "b")
+    assert out2.getvalue() == out.getvalue()
+    assert "INSERT INTO alembic_version" in out.getvalue()
+    assert "UPDATE alembic_version SET version_num='b'" in out.getvalue()
+    with pytest.raises(ValueError, match="one head at most"):
+        compat.move_head(ctx2, ("a", "b"), "c")
+
+
+def test_share_version_table_gives_every_context_one_schemaless_table() -> None:
+    def online(schema: str) -> MigrationContext:
+        ctx = MigrationContext.configure(
+            dialect_name="postgresql", opts={"version_table_schema": schema}
+        )
+        compat.share_version_table(ctx)
+        return ctx
+
+    a, b = online("tenant_a"), online("tenant_b")
+    assert a._version is b._version
+    assert a._version.schema is None and a._version.name == "alembic_version"
+    assert a.version_table_schema == "tenant_a"  # what revisions read is left alone
+    statement = a._version.update().values(version_num="x")
+    translated = statement.compile(
+        dialect=postgresql.dialect(),
+        schema_translate_map={None: "tenant_b"},
+        render_schema_translate=True,
+    )
+    assert "tenant_b.alembic_version" in str(translated).replace('"', "")
+
+
 def test_run_alembic_runs_env_py_on_the_loaded_script(
     script: ScriptDirectory, tmp_path: Path
 ) -> None:

@@ -34,7 +34,7 @@ from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
-from .. import citus, database, extensions, records, versions
+from .. import citus, database, environment, extensions, records, versions
 from ..config import Project
 from ..errors import (
     AlembicSchemasError,
@@ -47,7 +47,7 @@ from ..errors import (
 from ..results import SchemaResult
 from ..runtime import autocommit, baseline, compat
 from ..runtime import schema as schema_tx
-from ..streams import HEADS_KEY, PREPARED_KEY, SCHEMA_KEY, Stream
+from ..streams import PREPARED_KEY, SCHEMA_KEY, Stream
 from . import workers
 from .plan import Plan
 from .replay import ALEMBIC_LOCK, Online, Replay, Replayer, Segment
@@ -322,26 +322,46 @@ class Executor:
                 return found, self._via_alembic(conn, schema, self.action)
             if current == plan.target:
                 return found, current
-            ran_alembic = False
-            for segment in self.replayer.segments(current, self.action.revision):
-                if isinstance(segment, Replay):
-                    self._replay(conn, schema, segment)
-                else:
-                    self._via_alembic(
-                        conn, schema, Action("upgrade", segment.revision), heads=segment.heads
-                    )
-                    ran_alembic = True
-            if not ran_alembic:
+            way = self.replayer.segments(current, self.action.revision)
+            if len(way) == 1 and isinstance(way[0], Replay):  # the common case: one pipeline
+                self._replay(conn, schema, way[0], record=True)
                 return found, plan.target
+            session: environment.Session | None = None
+            try:
+                for segment in way:
+                    if isinstance(segment, Replay):
+                        self._replay(conn, schema, segment, record=False)
+                        continue
+                    session = session or environment.Session(
+                        self.stream, schema, conn, self.action.revision
+                    )
+                    self._online(conn, schema, session, segment)
+            finally:
+                if session is not None:
+                    session.close()
             after = self._read(conn, schema)
-            records.sync_applied(conn, self.stream.script, self.stream.name, schema, after)
+            # The replayed revisions' rows, then those of the revisions Alembic ran (a commit
+            # around an autocommit_block synced them already for what it committed).
+            replayed = [rev for seg in way if isinstance(seg, Replay) for rev in seg.revisions]
+            statements = [self._applied(schema, replayed)] if replayed else []
+            statements += records.sync_statements(
+                self.stream.script, self.stream.name, schema, after
+            )
+            database.send(conn, [s for s in statements if s is not None])
             return found, after
 
-    def _replay(self, conn: Connection, schema: str, segment: Replay) -> None:
-        statements: list[database.Statement] = [(sql, ()) for sql in segment.statements]
-        applied = [(rev, checksum) for rev, checksum in segment.revisions if checksum]
-        if applied:
-            statements.append(records.applied_upsert(self.stream.name, schema, applied))
+    def _applied(
+        self, schema: str, revisions: Sequence[tuple[str, str | None]]
+    ) -> database.Statement | None:
+        rows = [(rev, checksum) for rev, checksum in revisions if checksum]
+        return records.applied_upsert(self.stream.name, schema, rows) if rows else None
+
+    def _replay(self, conn: Connection, schema: str, segment: Replay, *, record: bool) -> None:
+        """Send a segment's statements; with ``record``, its revisions' applied rows too."""
+        statements = list(segment.queries)
+        applied = self._applied(schema, segment.revisions) if record else None
+        if applied is not None:
+            statements.append(applied)
         try:
             database.send(conn, statements)
         except sa.exc.DBAPIError as exc:  # no frame of the revision's file: say which it was
@@ -354,19 +374,26 @@ class Executor:
         script = self.stream.script.get_revision(revision)
         return None if script is None else script.path
 
-    def _via_alembic(
-        self, conn: Connection, schema: str, action: Action, heads: Heads | None = None
-    ) -> Heads:
-        """Alembic runs ``action`` inside the schema's transaction, already set up (from
-        ``heads``, when the caller knows the version rows: one segment of a replayed way).
-        For the whole action (not one segment) the applied-revision rows are then made to
-        match the version rows, in the same transaction."""
-        known = {} if heads is None else {HEADS_KEY: heads}
-        cfg = self.stream.alembic_config(
-            connection=conn, **{SCHEMA_KEY: schema, PREPARED_KEY: True, **known}
-        )
+    def _online(
+        self, conn: Connection, schema: str, session: environment.Session, segment: Online
+    ) -> None:
+        """Alembic runs one revision of a replayed way, from the version rows the executor
+        wrote (``segment.heads``), on the schema's run kept by ``session``."""
+        assert self.replayer is not None
+        steps = self.replayer.steps(segment)
         with ALEMBIC_LOCK:
             # A partially applied revision is never replayed (its block needs Alembic).
+            autocommit.refuse_partial(conn, self.stream, schema)
+            session.run(segment.heads, steps)
+
+    def _via_alembic(self, conn: Connection, schema: str, action: Action) -> Heads:
+        """Alembic runs ``action`` inside the schema's transaction, already set up; the
+        applied-revision rows are then made to match the version rows, in the same
+        transaction."""
+        cfg = self.stream.alembic_config(
+            connection=conn, **{SCHEMA_KEY: schema, PREPARED_KEY: True}
+        )
+        with ALEMBIC_LOCK:
             if action.verb == "stamp":  # whoever stamps has settled partial revisions
                 records.clear_partial(conn, self.stream.name, schema)
             else:
@@ -374,8 +401,6 @@ class Executor:
             compat.run_alembic(
                 cfg, self.stream.script, action.verb, action.revision, purge=action.purge
             )
-        if action is not self.action:
-            return ()
         after = self._read(conn, schema)
         records.sync_applied(conn, self.stream.script, self.stream.name, schema, after)
         return after

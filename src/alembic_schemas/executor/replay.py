@@ -16,14 +16,15 @@ that Alembic runs, all in the tenant's one transaction.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
 
-from .. import identifiers, records, sqlscript
+from .. import database, identifiers, records, sqlscript
 from ..runtime import compat
 from ..streams import Stream
 
@@ -44,6 +45,7 @@ class Replay:
     statements: tuple[str, ...]
     revisions: tuple[tuple[str, str | None], ...]  # (revision, checksum of its file)
     owners: tuple[str, ...] = ()  # the revision each statement belongs to (error messages)
+    queries: tuple[database.Statement, ...] = ()  # the statements as sent (database.rendered)
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ class Replayer:
         self.dialect = dialect
         self._sql: dict[str, list[str] | None] = {}
         self._ways: dict[tuple[Heads, str], list[Segment]] = {}
+        self._steps: dict[Online, list[Any]] = {}
         self._lock = threading.Lock()
 
     def statements(self, script: Script) -> list[str] | None:
@@ -151,14 +154,20 @@ class Replayer:
                 self._ways[key] = self._split(current, destination)
             return self._ways[key]
 
+    def steps(self, segment: Online) -> list[Any]:
+        """Alembic's steps for an online segment (the one revision, from its heads)."""
+        with self._lock:
+            if segment not in self._steps:
+                script = self.stream.script
+                self._steps[segment] = compat.upgrade_steps(script, segment.revision, segment.heads)
+            return self._steps[segment]
+
     def _split(self, current: Heads, destination: str) -> list[Segment]:
         steps = compat.upgrade_steps(self.stream.script, destination, current)
         out = _Capture()
         versions = compat.head_maintainer(_offline_context(self.stream, self.dialect, out), current)
         segments: list[Segment] = []
-        sql: list[str] = []
-        owners: list[str] = []
-        applied: list[tuple[str, str | None]] = []
+        run = _Run(tuple(sorted(versions.heads)))
         for step in steps:
             script = step.revision
             statements = self.statements(script)
@@ -166,14 +175,51 @@ class Replayer:
             versions.update_to_step(step)  # the version rows, as Alembic writes them
             version_sql = out.take()
             if statements is None:
-                if sql or applied:
-                    segments.append(Replay(tuple(sql), tuple(applied), tuple(owners)))
-                    sql, owners, applied = [], [], []
+                if run.revisions:
+                    segments.append(self._replay(run, before))
                 segments.append(Online(script.revision, before))
+                run = _Run(tuple(sorted(versions.heads)))
                 continue
-            sql += statements + version_sql
-            owners += [script.revision] * (len(statements) + len(version_sql))
-            applied.append((script.revision, records.file_checksum(script.path)))
-        if sql or applied:
-            segments.append(Replay(tuple(sql), tuple(applied), tuple(owners)))
+            run.add(script, statements, version_sql)
+        if run.revisions:
+            segments.append(self._replay(run, tuple(sorted(versions.heads))))
         return segments
+
+    def _replay(self, run: _Run, end: Heads) -> Replay:
+        """The run's statements with the version rows' between revisions or, when the run
+        goes from at most one head to one and no statement names the version table, only
+        Alembic's statement from the first to the last (the rows between are never seen:
+        the tenant's one transaction holds them)."""
+        table = self.stream.version_table.lower()
+        if len(run.start) > 1 or len(end) != 1 or any(table in sql.lower() for sql in run.sql):
+            return run.replay(interleaved=True)
+        out = _Capture()
+        compat.move_head(_offline_context(self.stream, self.dialect, out), run.start, end[0])
+        return run.replay(interleaved=False, version_sql=out.take())
+
+
+@dataclass
+class _Run:
+    """Consecutive replayable revisions of a way, from the version rows ``start``."""
+
+    start: Heads
+    revisions: list[tuple[str, str | None]] = field(default_factory=list)
+    sql: list[str] = field(default_factory=list)  # the revisions' own statements
+    steps: list[tuple[str, list[str], list[str]]] = field(default_factory=list)
+
+    def add(self, script: Script, statements: list[str], version_sql: list[str]) -> None:
+        self.revisions.append((script.revision, records.file_checksum(script.path)))
+        self.sql += statements
+        self.steps.append((script.revision, statements, version_sql))
+
+    def replay(self, *, interleaved: bool, version_sql: Sequence[str] = ()) -> Replay:
+        sql: list[str] = []
+        owners: list[str] = []
+        for revision, statements, versions in self.steps:
+            mine = statements + versions if interleaved else statements
+            sql += mine
+            owners += [revision] * len(mine)
+        sql += version_sql
+        owners += [self.steps[-1][0]] * len(version_sql)
+        queries = tuple(database.rendered(statement) for statement in sql)
+        return Replay(tuple(sql), tuple(self.revisions), tuple(owners), queries)

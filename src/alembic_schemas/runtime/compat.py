@@ -111,6 +111,40 @@ def head_maintainer(ctx: MigrationContext, heads: tuple[str, ...]) -> Any:
     return HeadMaintainer(ctx, heads)
 
 
+_VERSION_TABLES: dict[tuple[Any, ...], sa.Table] = {}
+
+
+def share_version_table(ctx: MigrationContext) -> None:
+    """Give ``ctx`` one version Table (``MigrationContext._version``) named without a schema,
+    the same for every context with the same table: the connection's
+    ``schema_translate_map`` must name the schema (``ctx.version_table_schema`` still does,
+    for revisions that read it). SQLAlchemy caches a compiled statement by its Table's
+    identity: Alembic's UPDATE of the version row then compiles once per revision in this
+    process, not once per revision and schema (a third of the CPU of a revision Alembic
+    runs for a tenant)."""
+    mine = ctx._version
+    pk = bool(mine.primary_key.columns)
+    key = (type(ctx.impl), mine.name, pk)
+    if key not in _VERSION_TABLES:
+        _VERSION_TABLES[key] = ctx.impl.version_table_impl(
+            version_table=mine.name, version_table_schema=None, version_table_pk=pk
+        )
+    ctx._version = _VERSION_TABLES[key]
+
+
+def move_head(ctx: MigrationContext, before: tuple[str, ...], after: str) -> None:
+    """Write, through ``ctx``, the one statement Alembic uses to take the version table from
+    ``before`` (no row, or one) to the single head ``after``: its INSERT, or its UPDATE
+    (``HeadMaintainer._insert_version`` / ``_update_version``)."""
+    if len(before) > 1:
+        raise ValueError(f"one head at most, not {before!r}")
+    versions = HeadMaintainer(ctx, before)
+    if before:
+        versions._update_version(before[0], after)
+    else:
+        versions._insert_version(after)
+
+
 def revision_files(script: ScriptDirectory) -> list[Path]:
     """Every file Alembic reads revisions from, in every version location (``version_locations``
     of the stream's alembic.ini, subfolders with ``recursive_version_locations``, ``.pyc`` files
