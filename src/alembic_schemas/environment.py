@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from sqlalchemy.engine import Connection
 
@@ -149,10 +150,22 @@ class Session:
     revisions on it: ``env.py`` runs once per schema, as with plain Alembic, not once per
     revision. After an ``autocommit_block`` (which committed, and resumed in a new
     transaction) the run is closed, and the next call starts a new one. :meth:`close` undoes
-    what the run set on the connection."""
+    what the run set on the connection.
 
-    def __init__(self, stream: Stream, schema: str, conn: Connection, destination: str) -> None:
+    ``config``: the Alembic Config to run with (the stream's, by default), which a caller
+    migrating many schemas one after another may pass to each, as Alembic's cookbook loop
+    passes one Config to every ``command.upgrade``: its attributes are set for each run."""
+
+    def __init__(
+        self,
+        stream: Stream,
+        schema: str,
+        conn: Connection,
+        destination: str,
+        config: Config | None = None,
+    ) -> None:
         self.stream, self.schema, self.conn, self.destination = stream, schema, conn, destination
+        self.config = config
         self._steps: list[Any] = []
         self._env: EnvironmentContext | None = None
         self._hook: autocommit.Hook | None = None
@@ -185,10 +198,13 @@ class Session:
             self.close()  # a block committed: the next revisions start a new run
 
     def _start(self, heads: tuple[str, ...]) -> None:
-        cfg = self.stream.alembic_config(
-            connection=self.conn,
-            **{SCHEMA_KEY: self.schema, PREPARED_KEY: True, HEADS_KEY: heads, SESSION_KEY: self},
-        )
+        attributes = {SCHEMA_KEY: self.schema, PREPARED_KEY: True, HEADS_KEY: heads}
+        attributes.update({"connection": self.conn, SESSION_KEY: self})
+        if self.config is None:
+            cfg = self.stream.alembic_config(**attributes)
+        else:
+            cfg = self.config
+            cfg.attributes.update(attributes)
         script = self.stream.script
         with EnvironmentContext(
             cfg, script, fn=self.migrations, as_sql=False, destination_rev=self.destination

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import sqlalchemy as sa
+from alembic.config import Config
 from alembic.script.revision import RevisionError as AlembicRevisionError
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
@@ -112,6 +113,7 @@ class Executor:
         self._failures = 0
         self._citus = False
         self._stop = threading.Event()
+        self._configs = threading.local()
 
     def where(self, schema: str) -> str:
         return f"{self.stream.name}/{schema}" if self.stream.is_tenant else self.stream.name
@@ -333,7 +335,7 @@ class Executor:
                         self._replay(conn, schema, segment, record=False)
                         continue
                     session = session or environment.Session(
-                        self.stream, schema, conn, self.action.revision
+                        self.stream, schema, conn, self.action.revision, self._config()
                     )
                     self._online(conn, schema, session, segment)
             finally:
@@ -373,6 +375,14 @@ class Executor:
     def _path(self, revision: str) -> str | None:
         script = self.stream.script.get_revision(revision)
         return None if script is None else script.path
+
+    def _config(self) -> Config:
+        """This thread's Alembic Config for tenants' sessions (one per thread, as the cookbook
+        loop's one Config: building one reads the stream's alembic.ini)."""
+        cfg: Config | None = getattr(self._configs, "config", None)
+        if cfg is None:
+            cfg = self._configs.config = self.stream.alembic_config()
+        return cfg
 
     def _online(
         self, conn: Connection, schema: str, session: environment.Session, segment: Online
