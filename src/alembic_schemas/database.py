@@ -372,6 +372,22 @@ def rendered(sql: str) -> Statement:
     return sql, ()
 
 
+_CURSORS_KEY = "alembic_schemas.cursors"
+
+
+def _cursors(conn: Connection, raw: Any, n: int) -> list[Any]:
+    """``n`` cursors of the psycopg connection ``raw``, kept with it (SQLAlchemy's ``info``
+    of the connection, which lives as long as it does) for its next sends: a fleet sends a
+    hundred statements or more per tenant, and making a cursor costs as much as sending."""
+    info = conn.connection.info
+    kept: list[Any] = info.get(_CURSORS_KEY) or []
+    if kept and kept[0].connection is not raw:  # a new connection behind the same record
+        kept = []
+    kept += [raw.cursor() for _ in range(n - len(kept))]
+    info[_CURSORS_KEY] = kept
+    return kept[:n]
+
+
 def send(conn: Connection, statements: Sequence[Statement]) -> list[tuple[Any, ...]]:
     """Send ``statements`` one per query, pipelined: one network wait for all of them (a
     distributed PostgreSQL such as Citus refuses several statements in one query string).
@@ -381,15 +397,14 @@ def send(conn: Connection, statements: Sequence[Statement]) -> list[tuple[Any, .
         return []
     raw: Any = conn.connection.driver_connection
     error: psycopg.Error | None = None
-    cursors: list[Any] = []
+    cursors = _cursors(conn, raw, len(statements))  # one each: its result says if it ran
     try:
         with raw.pipeline():
             # An error raised inside the block would make psycopg log one of its own when
             # the pipeline ends: keep the first and let the pipeline end quietly.
             try:
-                for sql, params in statements:
-                    cursors.append(raw.cursor())  # one each: its result says if it ran
-                    cursors[-1].execute(sql, params, prepare=False)
+                for cursor, (sql, params) in zip(cursors, statements, strict=True):
+                    cursor.execute(sql, params, prepare=False)  # resets what it held
             except psycopg.Error as exc:
                 error = exc
     except psycopg.Error as exc:
