@@ -32,7 +32,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -337,16 +337,16 @@ def record_applied(
 
 def applied_upsert(
     stream: str, schema: str, revisions: Sequence[tuple[str, str]]
-) -> tuple[str, list[str]]:
-    """:func:`record_applied` as SQL text and parameters, to send in a pipeline."""
-    values = ", ".join(["(%s, %s, %s, %s)"] * len(revisions))
-    params = [v for rev, checksum in revisions for v in (stream, schema, rev, checksum)]
+) -> tuple[str, tuple[Any, ...]]:
+    """:func:`record_applied` as SQL text and parameters (two arrays), to send in a pipeline."""
     sql = (
-        f"INSERT INTO {SCHEMA}.applied (stream, schema_name, revision, checksum) VALUES {values}"
+        f"INSERT INTO {SCHEMA}.applied (stream, schema_name, revision, checksum)"
+        " SELECT %s, %s, r, c FROM ROWS FROM"
+        " (pg_catalog.unnest(%s::text[]), pg_catalog.unnest(%s::text[])) AS u(r, c)"
         " ON CONFLICT (stream, schema_name, revision)"
         " DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()"
     )
-    return sql, params
+    return sql, (stream, schema, [r for r, _ in revisions], [c for _, c in revisions])
 
 
 def sync_applied(
@@ -371,7 +371,12 @@ def _ancestors(script: ScriptDirectory, heads: tuple[str, ...]) -> dict[str, str
 
 
 def sync_statements(
-    script: ScriptDirectory, stream: str, schema: str, heads: Sequence[str]
+    script: ScriptDirectory,
+    stream: str,
+    schema: str,
+    heads: Sequence[str],
+    *,
+    recorded: Collection[str] = (),
 ) -> list[database.Statement]:
     """:func:`sync_applied` as two statements with array parameters, to send in a pipeline
     (one network wait): built with SQLAlchemy Core, a 60-revision history cost ~240 bound
@@ -389,6 +394,8 @@ def sync_statements(
     revisions: list[str] = []
     checksums: list[str] = []
     for rev, path in ancestors.items():
+        if rev in recorded:  # the caller's statement before these wrote its row
+            continue
         checksum = file_checksum(path)
         if checksum is not None:
             revisions.append(rev)

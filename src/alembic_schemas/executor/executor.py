@@ -347,7 +347,11 @@ class Executor:
             replayed = [rev for seg in way if isinstance(seg, Replay) for rev in seg.revisions]
             statements = [self._applied(schema, replayed)] if replayed else []
             statements += records.sync_statements(
-                self.stream.script, self.stream.name, schema, after
+                self.stream.script,
+                self.stream.name,
+                schema,
+                after,
+                recorded={rev for rev, checksum in replayed if checksum},
             )
             database.send(conn, [s for s in statements if s is not None])
             return found, after
