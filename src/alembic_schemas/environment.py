@@ -198,8 +198,8 @@ class Session:
             self.close()  # a block committed: the next revisions start a new run
 
     def _start(self, heads: tuple[str, ...]) -> None:
-        attributes = {SCHEMA_KEY: self.schema, PREPARED_KEY: True, HEADS_KEY: heads}
-        attributes.update({"connection": self.conn, SESSION_KEY: self})
+        attributes: dict[str, Any] = {"connection": self.conn, SCHEMA_KEY: self.schema}
+        attributes |= {PREPARED_KEY: True, HEADS_KEY: heads, SESSION_KEY: self}
         if self.config is None:
             cfg = self.stream.alembic_config(**attributes)
         else:

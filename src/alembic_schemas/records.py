@@ -32,7 +32,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -316,29 +316,11 @@ def file_checksum(path: str | None) -> str | None:
     return found
 
 
-def record_applied(
-    conn: Connection, stream: str, schema: str, revisions: Iterable[tuple[str, str]]
-) -> None:
-    """Upsert (revision, checksum) rows in one statement, in the caller's transaction."""
-    rows = [
-        {"stream": stream, "schema_name": schema, "revision": rev, "checksum": checksum}
-        for rev, checksum in revisions
-    ]
-    if not rows:
-        return
-    stmt = pg_insert(applied).values(rows)
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[applied.c.stream, applied.c.schema_name, applied.c.revision],
-            set_={"checksum": stmt.excluded.checksum, "applied_at": sa.func.now()},
-        )
-    )
-
-
 def applied_upsert(
     stream: str, schema: str, revisions: Sequence[tuple[str, str]]
 ) -> tuple[str, tuple[Any, ...]]:
-    """:func:`record_applied` as SQL text and parameters (two arrays), to send in a pipeline."""
+    """Upsert (revision, checksum) rows in one statement (two array parameters), to send in
+    a pipeline in the caller's transaction: a revision applied again gets its file's checksum."""
     sql = (
         f"INSERT INTO {SCHEMA}.applied (stream, schema_name, revision, checksum)"
         " SELECT %s, %s, r, c FROM ROWS FROM"

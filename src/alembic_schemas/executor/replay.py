@@ -191,7 +191,8 @@ class Replayer:
         Alembic's statement from the first to the last (the rows between are never seen:
         the tenant's one transaction holds them)."""
         table = self.stream.version_table.lower()
-        if len(run.start) > 1 or len(end) != 1 or any(table in sql.lower() for sql in run.sql):
+        named = any(table in sql.lower() for _, sql_of, _ in run.steps for sql in sql_of)
+        if len(run.start) > 1 or len(end) != 1 or named:
             return run.replay(interleaved=True)
         out = _Capture()
         compat.move_head(_offline_context(self.stream, self.dialect, out), run.start, end[0])
@@ -204,12 +205,11 @@ class _Run:
 
     start: Heads
     revisions: list[tuple[str, str | None]] = field(default_factory=list)
-    sql: list[str] = field(default_factory=list)  # the revisions' own statements
+    # (revision, its own statements, the version-row statements Alembic writes after it)
     steps: list[tuple[str, list[str], list[str]]] = field(default_factory=list)
 
     def add(self, script: Script, statements: list[str], version_sql: list[str]) -> None:
         self.revisions.append((script.revision, records.file_checksum(script.path)))
-        self.sql += statements
         self.steps.append((script.revision, statements, version_sql))
 
     def replay(self, *, interleaved: bool, version_sql: Sequence[str] = ()) -> Replay:
