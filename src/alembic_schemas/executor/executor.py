@@ -345,7 +345,7 @@ class Executor:
             # The replayed revisions' rows, then those of the revisions Alembic ran (a commit
             # around an autocommit_block synced them already for what it committed).
             replayed = [rev for seg in way if isinstance(seg, Replay) for rev in seg.revisions]
-            statements = [self._applied(schema, replayed)] if replayed else []
+            statements = self._applied(schema, replayed)
             statements += records.sync_statements(
                 self.stream.script,
                 self.stream.name,
@@ -353,21 +353,21 @@ class Executor:
                 after,
                 recorded={rev for rev, checksum in replayed if checksum},
             )
-            database.send(conn, [s for s in statements if s is not None])
+            database.send(conn, statements)
             return found, after
 
     def _applied(
         self, schema: str, revisions: Sequence[tuple[str, str | None]]
-    ) -> database.Statement | None:
+    ) -> list[database.Statement]:
+        """The statement recording ``revisions`` (those with a file) as applied, if any."""
         rows = [(rev, checksum) for rev, checksum in revisions if checksum]
-        return records.applied_upsert(self.stream.name, schema, rows) if rows else None
+        return [records.applied_upsert(self.stream.name, schema, rows)] if rows else []
 
     def _replay(self, conn: Connection, schema: str, segment: Replay, *, record: bool) -> None:
         """Send a segment's statements; with ``record``, its revisions' applied rows too."""
         statements = list(segment.queries)
-        applied = self._applied(schema, segment.revisions) if record else None
-        if applied is not None:
-            statements.append(applied)
+        if record:
+            statements += self._applied(schema, segment.revisions)
         try:
             database.send(conn, statements)
         except sa.exc.DBAPIError as exc:  # no frame of the revision's file: say which it was

@@ -155,11 +155,9 @@ class Replayer:
             return self._ways[key]
 
     def steps(self, segment: Online) -> list[Any]:
-        """Alembic's steps for an online segment (the one revision, from its heads)."""
+        """Alembic's step for an online segment of a way :meth:`segments` split (its one
+        revision, from its heads)."""
         with self._lock:
-            if segment not in self._steps:
-                script = self.stream.script
-                self._steps[segment] = compat.upgrade_steps(script, segment.revision, segment.heads)
             return self._steps[segment]
 
     def _split(self, current: Heads, destination: str) -> list[Segment]:
@@ -177,7 +175,9 @@ class Replayer:
             if statements is None:
                 if run.revisions:
                     segments.append(self._replay(run, before))
-                segments.append(Online(script.revision, before))
+                online = Online(script.revision, before)
+                self._steps.setdefault(online, [step])
+                segments.append(online)
                 run = _Run(tuple(sorted(versions.heads)))
                 continue
             run.add(script, statements, version_sql)
