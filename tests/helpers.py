@@ -28,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+import alembic_schemas
 from alembic_schemas import database, embedded, identifiers
 
 HANG = 300.0
@@ -246,6 +247,13 @@ class ProjectDir:
 
     def install(self, history: str, *revisions: str) -> list[Path]:
         return install_history(self.root, history, *revisions)
+
+    def tenant_history(self, history: str) -> None:
+        """Make this a project with one tenant stream, ``tenant`` (tenants ``t_*``), holding the
+        revisions of ``tests/fixtures/<history>/tenant``."""
+        self.write("pyproject.toml", config_toml(TENANT_STREAM))
+        alembic_schemas.init(self.root)
+        self.install(history)
 
     def copy_project(self, fixture: str) -> None:
         """Make this the whole project ``tests/fixtures/<fixture>`` (config, migrations, app)."""

@@ -4,9 +4,11 @@
 
 * env.py runs once per tenant (as with plain Alembic), not once per revision Alembic runs;
   again after an autocommit_block, whose commits end the run it configured;
-* each revision Alembic runs sees the version rows the replayed ones before it wrote, and
-  ``alembic.context`` set up for it;
-* every tenant ends exactly as one schema migrated by plain Alembic, rows included.
+* each revision Alembic runs sees the version rows the revisions before it wrote (replayed
+  ones, and those Alembic ran, whose rows the executor sends itself), and ``alembic.context``
+  set up for it;
+* every tenant ends exactly as one schema migrated by plain Alembic, rows included;
+* a version-row write that does not match one row fails the tenant, as Alembic refuses it.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from collections import Counter
 
 import pytest
 import sqlalchemy as sa
+from alembic.util import CommandError
 
 import alembic_schemas
 from alembic_schemas import identifiers
+from alembic_schemas.errors import MigrationFailed
 
 from alembic_reference import catalog as reference_catalog
 from alembic_reference import plain_alembic
@@ -58,6 +62,8 @@ def test_revisions_alembic_runs_see_the_replayed_version_rows_and_match_plain_al
     assert expected["rows"]["alembic_version"] == [f'{{"version_num": "{HEAD}"}}']
     notes = [row for row in expected["rows"]["item"] if "s2 after" in row]
     assert len(notes) == 1 and "s2 after s1_item / s7 after s6_more" in notes[0]
+    # s8 reads the version row s7 (also run by Alembic, just before it) left
+    assert len([row for row in expected["rows"]["item"] if "s8 after s7_after_block" in row]) == 1
     for tenant in TENANTS:
         assert reference_catalog(db, tenant, ("where_ran",)) == expected, tenant
     with db.connect() as conn:
@@ -67,3 +73,24 @@ def test_revisions_alembic_runs_see_the_replayed_version_rows_and_match_plain_al
                 f"SELECT where_ran FROM {table} WHERE where_ran IS NOT NULL"
             ).scalars()
             assert list(where) == [tenant]
+
+
+def test_a_version_row_write_matching_no_row_fails_the_tenant_as_alembic_refuses_it(
+    project_dir: ProjectDir, db: sa.Engine
+) -> None:
+    project_dir.tenant_history("version_row_taken")
+    create_schemas(db, ["t_one", "t_two"])
+    with pytest.raises(MigrationFailed) as caught:
+        alembic_schemas.upgrade(streams=["tenant"], jobs=2, config=project_dir.root)
+    failed = caught.value.report.failed  # type: ignore[attr-defined]
+    assert sorted((r.schema, r.after) for r in failed) == [("t_one", ()), ("t_two", ())]
+    assert "revision w2_takes_row (" in failed[0].error
+    assert "matched 0 rows, not one: UPDATE alembic_version" in failed[0].error
+    with db.connect() as conn:  # rolled back: nothing of the way is left
+        tables = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_tables WHERE schemaname IN ('t_one', 't_two')"
+            " AND tablename <> 'alembic_version'"
+        ).scalar()
+    assert tables == 0
+    with pytest.raises(CommandError, match="expected to match one row"):
+        plain_alembic(db, project_dir.versions("tenant")[0].parent, "plain_ref", tenant=True)

@@ -14,7 +14,7 @@ from alembic_schemas.streams import Stream
 
 from alembic_reference import catalog as reference_catalog
 from alembic_reference import plain_alembic
-from helpers import TENANT_STREAM, ProjectDir, config_toml, create_schemas
+from helpers import ProjectDir, create_schemas
 
 TENANTS = ["t_one", "t_two"]
 
@@ -55,9 +55,7 @@ def test_a_replayed_run_moves_the_version_row_once_from_its_first_to_its_last_re
 def test_a_revision_reading_the_version_table_reads_what_it_would_under_alembic(
     project_dir: ProjectDir, db: sa.Engine
 ) -> None:
-    project_dir.write("pyproject.toml", config_toml(TENANT_STREAM))
-    alembic_schemas.init(project_dir.root)
-    project_dir.install("reads_version_table")
+    project_dir.tenant_history("reads_version_table")
     (way,) = _replayer(project_dir).segments((), "heads")
     assert len(_version_statements(way)) == 3  # one per revision, where Alembic writes it
     create_schemas(db, TENANTS)

@@ -6,7 +6,7 @@ import contextlib
 import functools
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
@@ -388,11 +388,23 @@ def _cursors(conn: Connection, raw: Any, n: int) -> list[Any]:
     return kept[:n]
 
 
-def send(conn: Connection, statements: Sequence[Statement]) -> list[tuple[Any, ...]]:
+class RowCountError(Exception):
+    """A statement :func:`send` was told changes one row changed ``found``."""
+
+    def __init__(self, index: int, sql: str, found: int) -> None:
+        super().__init__(f"{sql!r} changed {found} rows, not one")
+        self.index, self.sql, self.found = index, sql, found
+
+
+def send(
+    conn: Connection, statements: Sequence[Statement], *, one_row: Collection[int] = ()
+) -> list[tuple[Any, ...]]:
     """Send ``statements`` one per query, pipelined: one network wait for all of them (a
     distributed PostgreSQL such as Citus refuses several statements in one query string).
     Returns the rows of the last statement. Runs in the connection's current transaction;
-    errors come as SQLAlchemy's DBAPIError, as from ``conn.execute``."""
+    errors come as SQLAlchemy's DBAPIError, as from ``conn.execute``. The statements at the
+    indexes ``one_row`` must each change exactly one row, else RowCountError (for the
+    first that did not)."""
     if not statements:
         return []
     raw: Any = conn.connection.driver_connection
@@ -410,6 +422,9 @@ def send(conn: Connection, statements: Sequence[Statement]) -> list[tuple[Any, .
     except psycopg.Error as exc:
         error = error or exc
     if error is None:
+        for i in sorted(one_row):
+            if cursors[i].rowcount != 1:
+                raise RowCountError(i, statements[i][0], cursors[i].rowcount)
         last = cursors[-1]
         return list(last.fetchall()) if last.description is not None else []
     if raw.broken or raw.closed:

@@ -115,6 +115,8 @@ def _migrate(
         )
         if stream.is_tenant:  # the map names the tenant: one Table serves every tenant
             compat.share_version_table(env.get_context())
+        if isinstance(session, Session):
+            compat.defer_version_writes(env.get_context(), session.defer_version_rows)
         known = attributes.get(HEADS_KEY)
         if known is not None:  # one segment of a way the executor replays around
             compat.assume_heads(env.get_context(), known)
@@ -154,7 +156,12 @@ class Session:
 
     ``config``: the Alembic Config to run with (the stream's, by default), which a caller
     migrating many schemas one after another may pass to each, as Alembic's cookbook loop
-    passes one Config to every ``command.upgrade``: its attributes are set for each run."""
+    passes one Config to every ``command.upgrade``: its attributes are set for each run.
+
+    The version rows Alembic writes after each revision are left to the caller (see
+    :meth:`run`), who sends them before the next statement of the transaction, with the
+    statements that follow in one pipeline: a revision Alembic runs costs no query of its own
+    beyond those it makes. Not after an ``autocommit_block``: its commit holds the row."""
 
     def __init__(
         self,
@@ -170,6 +177,7 @@ class Session:
         self._env: EnvironmentContext | None = None
         self._hook: autocommit.Hook | None = None
         self._undo: Callable[[], None] | None = None
+        self._deferred = False
 
     def migrations(self, heads: Any, ctx: Any) -> list[Any]:
         """The steps of the current call (the EnvironmentContext's ``fn``)."""
@@ -181,10 +189,20 @@ class Session:
     ) -> None:
         self._env, self._hook, self._undo = env, hook, undo
 
-    def run(self, heads: tuple[str, ...], steps: Sequence[Any]) -> None:
+    def defer_version_rows(self) -> bool:
+        """Whether the version-row write Alembic is about to make is left to the caller."""
+        if self._hook is not None and self._hook.unlock is not None:
+            return False  # a block committed: the commit after the revision must hold it
+        self._deferred = True
+        return True
+
+    def run(self, heads: tuple[str, ...], steps: Sequence[Any]) -> bool:
         """Run Alembic's ``steps`` (revisions whose parents are ``heads``, the version rows the
-        caller knows are there) and write their version rows."""
+        caller knows are there). True: their version rows were not written, and the caller
+        sends the statements Alembic would have (rendered from the same steps and heads)
+        before anything else runs in the transaction; False: they were written."""
         self._steps = list(steps)
+        self._deferred = False
         try:
             if self._env is None or self._hook is None:
                 self._start(heads)
@@ -196,6 +214,7 @@ class Session:
             self._steps = []
         if self._hook is not None and self._hook.unlock is not None:
             self.close()  # a block committed: the next revisions start a new run
+        return self._deferred
 
     def _start(self, heads: tuple[str, ...]) -> None:
         attributes: dict[str, Any] = {"connection": self.conn, SCHEMA_KEY: self.schema}

@@ -190,6 +190,25 @@ def test_move_head_writes_alembics_own_insert_or_update(script: ScriptDirectory)
         compat.move_head(ctx2, ("a", "b"), "c")
 
 
+def test_defer_version_writes_skips_alembics_version_rows_only_while_asked(
+    script: ScriptDirectory,
+) -> None:
+    ctx, out = _offline_context()
+    deferring = [True]
+    compat.defer_version_writes(ctx, lambda: deferring[0])
+    steps = compat.upgrade_steps(script, "c", ())
+    versions = compat.head_maintainer(ctx, ())
+    versions.update_to_step(steps[0])  # base -> a: its INSERT left to the caller
+    ctx.impl._exec("SELECT 'not a version row'")  # everything else goes through
+    assert "alembic_version" not in out.getvalue()
+    assert "SELECT 'not a version row'" in out.getvalue()
+    assert versions.heads == {"a"}  # Alembic's own bookkeeping went on
+    deferring[0] = False
+    versions.update_to_step(steps[1])
+    assert "UPDATE alembic_version SET version_num='b'" in out.getvalue()
+    assert versions.heads == {"b"}
+
+
 def test_share_version_table_gives_every_context_one_schemaless_table() -> None:
     def online(schema: str) -> MigrationContext:
         ctx = MigrationContext.configure(

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from alembic.config import Config
@@ -41,6 +41,7 @@ from ..errors import (
     AlembicSchemasError,
     ConfigError,
     DatabaseError,
+    MigrationFailed,
     RevisionError,
     describe_python_error,
     mark_revision,
@@ -329,19 +330,22 @@ class Executor:
                 self._replay(conn, schema, way[0], record=True)
                 return found, plan.target
             session: environment.Session | None = None
+            unsent: list[Online] = []  # revisions Alembic ran whose version rows are not sent
             try:
                 for segment in way:
                     if isinstance(segment, Replay):
-                        self._replay(conn, schema, segment, record=False)
+                        self._replay(conn, schema, segment, record=False, after=unsent)
+                        unsent = []
                         continue
                     session = session or environment.Session(
                         self.stream, schema, conn, self.action.revision, self._config()
                     )
-                    self._online(conn, schema, session, segment)
+                    unsent = self._online(conn, schema, session, segment, unsent)
             finally:
                 if session is not None:
                     session.close()
-            after = self._read(conn, schema)
+            read = (versions.select_sql(self.stream.version_table, schema), None)
+            after = tuple(sorted(str(r[0]) for r in self._send(conn, [read], (), after=unsent)))
             # The replayed revisions' rows, then those of the revisions Alembic ran (a commit
             # around an autocommit_block synced them already for what it committed).
             replayed = [rev for seg in way if isinstance(seg, Replay) for rev in seg.revisions]
@@ -363,18 +367,51 @@ class Executor:
         rows = [(rev, checksum) for rev, checksum in revisions if checksum]
         return [records.applied_upsert(self.stream.name, schema, rows)] if rows else []
 
-    def _replay(self, conn: Connection, schema: str, segment: Replay, *, record: bool) -> None:
-        """Send a segment's statements; with ``record``, its revisions' applied rows too."""
+    def _replay(
+        self,
+        conn: Connection,
+        schema: str,
+        segment: Replay,
+        *,
+        record: bool,
+        after: Sequence[Online] = (),
+    ) -> None:
+        """Send a segment's statements, after the version rows of the revisions Alembic ran
+        before it (``after``); with ``record``, its revisions' applied rows too."""
         statements = list(segment.queries)
         if record:
             statements += self._applied(schema, segment.revisions)
+        self._send(conn, statements, segment.owners, after=after)
+
+    def _send(
+        self,
+        conn: Connection,
+        statements: Sequence[database.Statement],
+        owners: Sequence[str],
+        *,
+        after: Sequence[Online] = (),
+    ) -> list[tuple[Any, ...]]:
+        """Send the version rows of the revisions Alembic ran (``after``), checked as Alembic
+        checks them (an UPDATE or DELETE changes one row), then ``statements`` (those of
+        revisions ``owners``), in one pipeline; the rows of the last. Errors name the
+        revision."""
+        rows = [(sql, online.revision) for online in after for sql in online.versions]
+        checked = [i for i, ((sql, _), _) in enumerate(rows) if not sql.startswith("INSERT")]
+        owners = [revision for _, revision in rows] + list(owners)
         try:
-            database.send(conn, statements)
+            return database.send(conn, [sql for sql, _ in rows] + list(statements), one_row=checked)
         except sa.exc.DBAPIError as exc:  # no frame of the revision's file: say which it was
             index = getattr(exc, "statement_index", None)
-            if index is not None and index < len(segment.owners):
-                mark_revision(exc, segment.owners[index], self._path(segment.owners[index]))
+            if index is not None and index < len(owners):
+                mark_revision(exc, owners[index], self._path(owners[index]))
             raise
+        except database.RowCountError as exc:  # as Alembic's check, which was spared
+            revision = owners[exc.index]
+            raise MigrationFailed(
+                f"revision {revision} ({self._path(revision)}): the version table changed under"
+                f" Alembic: its version-row statement after the revision matched {exc.found}"
+                f" rows, not one: {exc.sql}"
+            ) from None
 
     def _path(self, revision: str) -> str | None:
         script = self.stream.script.get_revision(revision)
@@ -389,16 +426,25 @@ class Executor:
         return cfg
 
     def _online(
-        self, conn: Connection, schema: str, session: environment.Session, segment: Online
-    ) -> None:
+        self,
+        conn: Connection,
+        schema: str,
+        session: environment.Session,
+        segment: Online,
+        after: Sequence[Online],
+    ) -> list[Online]:
         """Alembic runs one revision of a replayed way, from the version rows the executor
-        wrote (``segment.heads``), on the schema's run kept by ``session``."""
+        wrote (``segment.heads``; those of the revisions Alembic ran just before it, ``after``,
+        are sent first), on the schema's run kept by ``session``. Returns ``[segment]`` when
+        its own version rows are left to send, else none."""
         assert self.replayer is not None
         steps = self.replayer.steps(segment)
+        self._send(conn, [], (), after=after)
         with ALEMBIC_LOCK:
             # A partially applied revision is never replayed (its block needs Alembic).
             autocommit.refuse_partial(conn, self.stream, schema)
-            session.run(segment.heads, steps)
+            deferred = session.run(segment.heads, steps)
+        return [segment] if deferred else []
 
     def _via_alembic(self, conn: Connection, schema: str, action: Action) -> Heads:
         """Alembic runs ``action`` inside the schema's transaction, already set up; the

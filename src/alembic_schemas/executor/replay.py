@@ -54,6 +54,9 @@ class Online:
 
     revision: str
     heads: Heads = ()  # the version rows before it
+    # the version-row statements Alembic writes after it (database.rendered), for a caller
+    # that sends them itself (environment.Session)
+    versions: tuple[database.Statement, ...] = ()
 
 
 Segment = Replay | Online
@@ -175,7 +178,8 @@ class Replayer:
             if statements is None:
                 if run.revisions:
                     segments.append(self._replay(run, before))
-                online = Online(script.revision, before)
+                rows = tuple(database.rendered(sql) for sql in version_sql)
+                online = Online(script.revision, before, rows)
                 self._steps.setdefault(online, [step])
                 segments.append(online)
                 run = _Run(tuple(sorted(versions.heads)))
