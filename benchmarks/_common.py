@@ -50,6 +50,30 @@ class Server:
         return database.create_engine(self.url, isolation_level="AUTOCOMMIT")
 
 
+def quiesce(srv: Server, timeout: float = 60.0) -> float:
+    """Before a measurement: a CHECKPOINT, then wait (up to ``timeout`` s) until no autovacuum
+    worker runs, so that the server's background work after one measurement does not land in
+    the next one's time. Returns the seconds waited for autovacuum."""
+    engine = srv.admin_engine()
+    started = time.perf_counter()
+    try:
+        with engine.connect() as conn:
+            with contextlib.suppress(sa.exc.DBAPIError):  # needs superuser or pg_checkpoint
+                conn.exec_driver_sql("CHECKPOINT")
+            started = time.perf_counter()
+            while time.perf_counter() - started < timeout:
+                busy = conn.exec_driver_sql(
+                    "SELECT count(*) FROM pg_catalog.pg_stat_activity"
+                    " WHERE backend_type = 'autovacuum worker'"
+                ).scalar()
+                if not busy:
+                    break
+                time.sleep(0.25)
+    finally:
+        engine.dispose()
+    return time.perf_counter() - started
+
+
 @contextlib.contextmanager
 def server(url: str | None) -> Iterator[Server]:
     """The server at ``url`` (default ``$ALEMBIC_SCHEMAS_URL``), else a temporary embedded one."""

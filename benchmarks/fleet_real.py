@@ -21,6 +21,10 @@ one transaction per tenant). Then, on the same server, in one run:
 
 Targets: plain loop / ours >= 5x; downgrade jobs=1 / jobs=2 >= 1.6x.
 
+Each measurement starts on a quiet server: a CHECKPOINT, then no autovacuum worker running (the
+catalog churn of 1,000 tenants' DDL wakes autovacuum, which would otherwise run into whatever
+is measured next).
+
 Every measured run is checked: every tenant at the expected revision, and its catalog (tables,
 columns with types/defaults/nullability, constraints, indexes, sequences, version table) identical
 to that of the schemas migrated by plain Alembic, and its rows identical to those plain Alembic
@@ -430,6 +434,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         postmaster = _common.postmaster_pid(srv.admin_engine())
 
         def timed(m: Measurement, run: Callable[[], None]) -> Measurement:
+            waited = _common.quiesce(srv)
+            if waited > 1:
+                log(f"  (waited {waited:.1f} s for autovacuum before: {m.name})")
             ms.append(measure(m, run, postmaster))
             return m
 
@@ -492,7 +499,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ours(project, "upgrade", "head", jobs),
                 )
                 check(again, engine, names, up_ref)
-                ours_db.checkpoint()
         engine.dispose()
     return report(ms, n, jobs, version, args.json)
 

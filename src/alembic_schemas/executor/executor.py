@@ -334,7 +334,7 @@ class Executor:
             try:
                 for segment in way:
                     if isinstance(segment, Replay):
-                        self._replay(conn, schema, segment, record=False, after=unsent)
+                        self._replay(conn, schema, segment, record=False, rows_of=unsent)
                         unsent = []
                         continue
                     session = session or environment.Session(
@@ -345,7 +345,7 @@ class Executor:
                 if session is not None:
                     session.close()
             read = (versions.select_sql(self.stream.version_table, schema), None)
-            after = tuple(sorted(str(r[0]) for r in self._send(conn, [read], (), after=unsent)))
+            after = tuple(sorted(str(r[0]) for r in self._send(conn, [read], (), rows_of=unsent)))
             # The replayed revisions' rows, then those of the revisions Alembic ran (a commit
             # around an autocommit_block synced them already for what it committed).
             replayed = [rev for seg in way if isinstance(seg, Replay) for rev in seg.revisions]
@@ -374,14 +374,14 @@ class Executor:
         segment: Replay,
         *,
         record: bool,
-        after: Sequence[Online] = (),
+        rows_of: Sequence[Online] = (),
     ) -> None:
         """Send a segment's statements, after the version rows of the revisions Alembic ran
-        before it (``after``); with ``record``, its revisions' applied rows too."""
+        before it (``rows_of``); with ``record``, its revisions' applied rows too."""
         statements = list(segment.queries)
         if record:
             statements += self._applied(schema, segment.revisions)
-        self._send(conn, statements, segment.owners, after=after)
+        self._send(conn, statements, segment.owners, rows_of=rows_of)
 
     def _send(
         self,
@@ -389,13 +389,13 @@ class Executor:
         statements: Sequence[database.Statement],
         owners: Sequence[str],
         *,
-        after: Sequence[Online] = (),
+        rows_of: Sequence[Online] = (),
     ) -> list[tuple[Any, ...]]:
-        """Send the version rows of the revisions Alembic ran (``after``), checked as Alembic
+        """Send the version rows of the revisions Alembic ran (``rows_of``), checked as Alembic
         checks them (an UPDATE or DELETE changes one row), then ``statements`` (those of
         revisions ``owners``), in one pipeline; the rows of the last. Errors name the
         revision."""
-        rows = [(sql, online.revision) for online in after for sql in online.versions]
+        rows = [(sql, online.revision) for online in rows_of for sql in online.versions]
         checked = [i for i, ((sql, _), _) in enumerate(rows) if not sql.startswith("INSERT")]
         owners = [revision for _, revision in rows] + list(owners)
         try:
@@ -431,15 +431,15 @@ class Executor:
         schema: str,
         session: environment.Session,
         segment: Online,
-        after: Sequence[Online],
+        rows_of: Sequence[Online],
     ) -> list[Online]:
         """Alembic runs one revision of a replayed way, from the version rows the executor
-        wrote (``segment.heads``; those of the revisions Alembic ran just before it, ``after``,
+        wrote (``segment.heads``; those of the revisions Alembic ran just before it, ``rows_of``,
         are sent first), on the schema's run kept by ``session``. Returns ``[segment]`` when
         its own version rows are left to send, else none."""
         assert self.replayer is not None
         steps = self.replayer.steps(segment)
-        self._send(conn, [], (), after=after)
+        self._send(conn, [], (), rows_of=rows_of)
         with ALEMBIC_LOCK:
             # A partially applied revision is never replayed (its block needs Alembic).
             autocommit.refuse_partial(conn, self.stream, schema)
