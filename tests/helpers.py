@@ -394,32 +394,25 @@ class Catalog:
         return found
 
     def waiting_for_lock(self, app: str) -> Callable[[], bool]:
-        """A check, true once ``app`` waits for a schema's lock: blocked on it, or seen trying
-        it twice in one transaction (a tenant's first pass tries once, and puts it aside).
-        locks.wait tries in short statements, to hold no snapshot that a CREATE INDEX
-        CONCURRENTLY of the holder would wait for."""
-        seen: set[tuple[object, object]] = set()
+        """A check, true once ``app`` waits for a schema's lock: blocked on it, or polling it
+        (locks.wait and locks.wait_outside try in short statements, to hold no snapshot that a
+        CREATE INDEX CONCURRENTLY of the holder would wait for). Their try is told apart from
+        the one that begins each schema's transaction (``pg_catalog.``-qualified, in a
+        pipeline), which a tenant's first pass makes once before putting the tenant aside."""
 
         def check() -> bool:
-            blocked = self.scalar(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                f" AND pid IN (SELECT pid FROM pg_stat_activity WHERE {OF_APP})",
-                app=app,
+            return bool(
+                self.scalar(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    f" AND pid IN (SELECT pid FROM pg_stat_activity WHERE {OF_APP})",
+                    app=app,
+                )
+                or self.scalar(
+                    f"SELECT count(*) FROM pg_stat_activity WHERE {OF_APP}"
+                    " AND query LIKE 'SELECT pg_try_advisory_xact_lock(%'",
+                    app=app,
+                )
             )
-            if blocked:
-                return True
-            with self.db.connect() as conn:
-                row = conn.execute(
-                    sa.text(
-                        "SELECT xact_start, state_change FROM pg_stat_activity"
-                        f" WHERE {OF_APP} AND state = 'idle in transaction'"
-                        " AND query LIKE '%pg_try_advisory_xact_lock%'"
-                    ),
-                    {"app": app},
-                ).first()
-            if row is not None:
-                seen.add((row[0], row[1]))
-            return len({xact for xact, _ in seen}) < len(seen)
 
         return check
 

@@ -23,9 +23,9 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,6 @@ from alembic_schemas.streams import streams_of
 
 from helpers import (
     HANG,
-    OF_APP,
     TENANT_STREAM,
     Catalog,
     ProjectDir,
@@ -378,17 +377,6 @@ def test_two_concurrent_upgrades_both_succeed_and_apply_every_revision_once(
     )
 
 
-def _waited_longer_than(catalog: Catalog, app: str, seconds: float) -> bool:
-    """A backend of ``app`` has been in its transaction for ``seconds`` (server clock)."""
-    found = catalog.scalar(
-        f"SELECT count(*) FROM pg_stat_activity WHERE {OF_APP}"
-        " AND now() - xact_start > make_interval(secs => :s)",
-        app=app,
-        s=seconds,
-    )
-    return found == 1
-
-
 def test_a_tenant_held_by_another_run_is_deferred_then_waited_for_past_lock_timeout(
     fleet: Fleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -413,10 +401,8 @@ def test_a_tenant_held_by_another_run_is_deferred_then_waited_for_past_lock_time
         # lock_retries (0.4 s) when it lets go.
         try:
             others_done.wait(HANG)
-            wait_for(
-                "a wait past lock_timeout",
-                partial(_waited_longer_than, fleet.catalog, "as_waiting", 1.0),
-            )
+            wait_for("the run to wait for t_000", fleet.catalog.waiting_for_lock("as_waiting"))
+            time.sleep(1.0)
         finally:
             holder_tx.rollback()
 

@@ -5,7 +5,8 @@ revisions around them, two branches and a merge point.
 * which revisions are replayed is decided by what they do when rendered, not by their source;
 * replayed and Alembic-run revisions interleave on one tenant's way, in one transaction;
 * Alembic-run revisions run in parallel worker processes, each tenant getting exactly its
-  own data changes, with no tenant transaction left idle while its worker waits;
+  own data changes, with no tenant transaction left idle while its worker waits (for another
+  worker, or for another run's lock on the tenant);
 * downgrade runs on the same workers, with the run record and the same report;
 * every tenant ends up exactly as one schema migrated by plain Alembic.
 """
@@ -13,6 +14,8 @@ revisions around them, two branches and a merge point.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,7 @@ import sqlalchemy as sa
 from alembic import command
 
 import alembic_schemas
-from alembic_schemas import database, identifiers
+from alembic_schemas import database, identifiers, locks
 from alembic_schemas.executor import replay
 from alembic_schemas.streams import Stream
 
@@ -90,19 +93,57 @@ def test_online_revisions_run_in_parallel_processes_each_tenant_getting_its_own_
     assert len(writers) >= 2  # the app helper ran in more than one worker process
 
 
-def test_no_tenant_transaction_is_left_idle_while_its_worker_waits(
-    pd: ProjectDir, db: sa.Engine
-) -> None:
+def _idle_in_transaction_timeout(db: sa.Engine, value: str) -> None:
+    """``idle_in_transaction_session_timeout`` for every new session of the test's database."""
     with db.connect() as conn:
         name = conn.scalar(sa.text("SELECT current_database()"))
         database.run_sql(
             conn,
             f"ALTER DATABASE {identifiers.quote_object(str(name), 'database name')}"
-            " SET idle_in_transaction_session_timeout = '1s'",
+            f" SET idle_in_transaction_session_timeout = '{value}'",
         )
+
+
+def test_no_tenant_transaction_is_left_idle_while_its_worker_waits(
+    pd: ProjectDir, db: sa.Engine
+) -> None:
+    _idle_in_transaction_timeout(db, "1s")
     report = alembic_schemas.upgrade(streams=["tenant"], jobs=3, config=pd.root)
     assert [r for r in report if r.error] == []
     assert len(report) == len(TENANTS)
+
+
+def test_a_worker_waiting_for_another_runs_lock_waits_with_no_transaction_open(
+    pd: ProjectDir, db: sa.Engine, db_url: str
+) -> None:
+    _idle_in_transaction_timeout(db, "100ms")  # under the longest pause between tries
+    holder = database.create_engine(db_url, poolclass=sa.pool.NullPool)
+    held, released = threading.Event(), threading.Event()
+
+    def hold() -> None:  # another run holding t_00 for a while
+        with holder.connect() as conn:
+            conn.exec_driver_sql("SET idle_in_transaction_session_timeout = 0")
+            conn.commit()
+            with conn.begin():
+                conn.execute(
+                    sa.select(sa.func.pg_advisory_xact_lock(*locks.args("tenant", "t_00")))
+                )
+                held.set()
+                time.sleep(1.5)
+                released.set()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(10)
+        report = alembic_schemas.upgrade(
+            streams=["tenant"], tenants=["t_00"], jobs=1, config=pd.root
+        )
+        assert released.is_set(), "the run waited for the other run's lock"
+    finally:
+        thread.join()
+        holder.dispose()
+    assert [(r.schema, r.after, r.error) for r in report] == [("t_00", (HEAD,), None)]
 
 
 def test_every_tenant_matches_one_schema_migrated_by_plain_alembic(

@@ -401,12 +401,14 @@ def send(
 ) -> list[tuple[Any, ...]]:
     """Send ``statements`` one per query, pipelined: one network wait for all of them (a
     distributed PostgreSQL such as Citus refuses several statements in one query string).
-    Returns the rows of the last statement. Runs in the connection's current transaction;
-    errors come as SQLAlchemy's DBAPIError, as from ``conn.execute``. The statements at the
-    indexes ``one_row`` must each change exactly one row, else RowCountError (for the
-    first that did not)."""
+    Returns the rows of the last statement. Runs in the connection's current transaction
+    (begun if none is, as ``conn.execute`` would); errors come as SQLAlchemy's DBAPIError, as
+    from ``conn.execute``. The statements at the indexes ``one_row`` must each change exactly
+    one row, else RowCountError (for the first that did not)."""
     if not statements:
         return []
+    if not conn.in_transaction():  # autobegin, as conn.execute would: SQLAlchemy commits it
+        conn.begin()
     raw: Any = conn.connection.driver_connection
     error: psycopg.Error | None = None
     cursors = _cursors(conn, raw, len(statements))  # one each: its result says if it ran

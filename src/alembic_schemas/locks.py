@@ -41,23 +41,49 @@ def lock(conn: Connection, stream: str, schema: str) -> None:
     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(*args(stream, schema))))
 
 
-def wait(conn: Connection, stream: str, schema: str) -> None:
-    """Wait for the (stream, schema) lock as long as another run holds it, in short tries
-    rather than one blocked statement (whose snapshot a CREATE INDEX CONCURRENTLY of the
-    holder would wait for). Only runs of this tool take this lock, so lock_timeout does not
-    bound the wait; the transaction's statement_timeout does."""
+Deadline = tuple[float, int] | None
+"""When a wait for a lock gives up (``time.monotonic()``), and the statement_timeout (ms) it
+comes from; None: never."""
+
+
+def deadline(conn: Connection) -> Deadline:
+    """The end of a wait for a lock starting now, from the transaction's statement_timeout:
+    only runs of this tool take these locks, so lock_timeout does not bound the wait."""
     limit_ms = conn.scalar(
         sa.text("SELECT CAST(setting AS bigint) FROM pg_settings WHERE name = 'statement_timeout'")
     )
-    deadline = time.monotonic() + limit_ms / 1000 if limit_ms else None
-    pause = _FIRST_PAUSE
+    return (time.monotonic() + limit_ms / 1000, int(limit_ms)) if limit_ms else None
+
+
+def _pause(until: Deadline, pause: float) -> float:
+    """Sleep ``pause`` (or fail past ``until``); the next pause."""
+    if until is not None and time.monotonic() >= until[0]:
+        raise MigrationFailed(
+            f"another run held the schema for longer than statement_timeout ({until[1]}ms)"
+        )
+    time.sleep(pause)
+    return min(pause * 2, _LONGEST_PAUSE)
+
+
+def wait(conn: Connection, stream: str, schema: str) -> None:
+    """Wait, in the current transaction, for the (stream, schema) lock as long as another run
+    holds it, in short tries rather than one blocked statement (whose snapshot a CREATE INDEX
+    CONCURRENTLY of the holder would wait for); bounded by statement_timeout."""
+    until, pause = deadline(conn), _FIRST_PAUSE
     while not try_lock(conn, stream, schema):
-        if deadline is not None and time.monotonic() >= deadline:
-            raise MigrationFailed(
-                f"another run held the schema for longer than statement_timeout ({limit_ms}ms)"
-            )
-        time.sleep(pause)
-        pause = min(pause * 2, _LONGEST_PAUSE)
+        pause = _pause(until, pause)
+
+
+def wait_outside(conn: Connection, stream: str, schema: str, until: Deadline) -> None:
+    """Wait until the (stream, schema) lock is free, with no transaction open between tries
+    (each try is its own transaction, ended at once: the caller takes the lock in its own)."""
+    pause = _FIRST_PAUSE
+    while True:
+        free = try_lock(conn, stream, schema)
+        conn.rollback()
+        if free:
+            return
+        pause = _pause(until, pause)
 
 
 def try_lock(conn: Connection, stream: str, schema: str) -> bool:

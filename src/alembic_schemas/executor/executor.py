@@ -315,7 +315,7 @@ class Executor:
         """One transaction: set-up and lock, read the version under the lock, apply."""
         with citus.shared(), database.transaction(conn):
             lock: schema_tx.Lock = "wait" if wait else "try"
-            current = schema_tx.begin(conn, self.stream, schema, lock=lock, read=True)
+            current = schema_tx.begin(conn, self.stream, schema, lock=lock, read=True, restart=True)
             if current is None:
                 return None
             found = current

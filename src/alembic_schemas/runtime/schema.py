@@ -90,12 +90,15 @@ def begin(
     lock: Lock = "wait",
     create: bool = True,
     read: bool = False,
+    restart: bool = False,
 ) -> Heads | None:
     """Set up the schema's transaction on ``conn`` (already begun): timeouts, the lock, the
     schema (unless ``create`` is false: it exists), the pinned search_path and, with ``read``,
     the version table (created empty if missing) and its rows, which it returns. Two network
     waits: the lock, then the rest. With ``lock="try"``, None (and nothing else done) when
-    another run holds the schema."""
+    another run holds the schema. ``restart``: the transaction holds nothing of the caller's
+    yet; while another run holds the schema it is rolled back, the wait happens with no
+    transaction open (never idle in one), and the set-up starts again in a new one."""
     project = stream.project
     key = locks.args(stream.name, schema)
     on_citus = citus.is_citus(conn)
@@ -111,7 +114,13 @@ def begin(
     taken = database.send(conn, first)
     if lock == "try" and not taken[0][0]:
         return None
-    if lock == "wait" and not taken[0][0]:
+    if lock == "wait" and not taken[0][0] and restart:
+        deadline = locks.deadline(conn)  # statement_timeout, read while SET LOCAL holds
+        while not taken[0][0]:
+            conn.rollback()
+            locks.wait_outside(conn, stream.name, schema, deadline)
+            taken = database.send(conn, first)  # another run may have been quicker: again
+    elif lock == "wait" and not taken[0][0]:
         locks.wait(conn, stream.name, schema)  # in short tries: see locks.wait
         if create and on_citus:  # whether the schema exists, read again under the lock
             taken = database.send(conn, citus.with_schema_exists([("SELECT 1", None)], schema))
