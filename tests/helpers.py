@@ -395,10 +395,9 @@ class Catalog:
 
     def waiting_for_lock(self, app: str) -> Callable[[], bool]:
         """A check, true once ``app`` waits for a schema's lock: blocked on it, or polling it
-        (locks.wait and locks.wait_outside try in short statements, to hold no snapshot that a
-        CREATE INDEX CONCURRENTLY of the holder would wait for). Their try is told apart from
-        the one that begins each schema's transaction (``pg_catalog.``-qualified, in a
-        pipeline), which a tenant's first pass makes once before putting the tenant aside."""
+        (locks.wait and locks.wait_outside try in short statements named
+        ``waiting_for_another_run``, to hold no snapshot that a CREATE INDEX CONCURRENTLY of
+        the holder would wait for)."""
 
         def check() -> bool:
             return bool(
@@ -409,7 +408,7 @@ class Catalog:
                 )
                 or self.scalar(
                     f"SELECT count(*) FROM pg_stat_activity WHERE {OF_APP}"
-                    " AND query LIKE 'SELECT pg_try_advisory_xact_lock(%'",
+                    " AND query LIKE '%AS waiting_for_another_run'",
                     app=app,
                 )
             )

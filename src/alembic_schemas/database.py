@@ -388,6 +388,30 @@ def _cursors(conn: Connection, raw: Any, n: int) -> list[Any]:
     return kept[:n]
 
 
+def scalar_outside_transaction(conn: Connection, sql: str, params: Sequence[Any]) -> Any:
+    """The first value of ``sql`` run as a statement of its own (autocommit), on a connection
+    with no transaction open, which it leaves as it found it; errors come as SQLAlchemy's
+    DBAPIError. The session is never idle in a transaction around it, and its last query
+    (what ``pg_stat_activity`` shows) stays ``sql`` afterwards."""
+    if conn.in_transaction():
+        raise RuntimeError("scalar_outside_transaction needs a connection with no transaction")
+    raw: Any = conn.connection.driver_connection
+    previous = raw.autocommit
+    raw.autocommit = True
+    try:
+        row = raw.execute(sql, params, prepare=False).fetchone()
+    except psycopg.Error as exc:
+        if raw.broken or raw.closed:
+            conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(
+            sql, params, exc, psycopg.Error, dialect=conn.dialect
+        ) from None
+    finally:
+        if not (raw.broken or raw.closed):
+            raw.autocommit = previous
+    return None if row is None else row[0]
+
+
 class RowCountError(Exception):
     """A statement :func:`send` was told changes one row changed ``found``."""
 

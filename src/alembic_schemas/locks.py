@@ -14,11 +14,14 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from . import database
 from .errors import MigrationFailed
 
 NAMESPACE = zlib.crc32(b"alembic_schemas") - 2**31
 RECORD_KEY = 0x616C656D  # serialises creating the run record's tables across concurrent runs
 _FIRST_PAUSE, _LONGEST_PAUSE = 0.01, 0.2  # seconds between tries of a lock another run holds
+# A waiting run's try; its name is what pg_stat_activity shows of a session that waits.
+_POLL = "SELECT pg_catalog.pg_try_advisory_xact_lock(%s, %s) AS waiting_for_another_run"
 
 
 def key(stream: str, schema: str) -> int:
@@ -70,24 +73,17 @@ def wait(conn: Connection, stream: str, schema: str) -> None:
     holds it, in short tries rather than one blocked statement (whose snapshot a CREATE INDEX
     CONCURRENTLY of the holder would wait for); bounded by statement_timeout."""
     until, pause = deadline(conn), _FIRST_PAUSE
-    while not try_lock(conn, stream, schema):
+    while not conn.exec_driver_sql(_POLL, args(stream, schema)).scalar():
         pause = _pause(until, pause)
 
 
 def wait_outside(conn: Connection, stream: str, schema: str, until: Deadline) -> None:
-    """Wait until the (stream, schema) lock is free, with no transaction open between tries
-    (each try is its own transaction, ended at once: the caller takes the lock in its own)."""
+    """Wait until the (stream, schema) lock is free, on a connection with no transaction open:
+    each try is a statement of its own, outside any transaction (the lock it takes ends with
+    it; the caller takes the lock in its own transaction)."""
     pause = _FIRST_PAUSE
-    while True:
-        free = try_lock(conn, stream, schema)
-        conn.rollback()
-        if free:
-            return
+    while not database.scalar_outside_transaction(conn, _POLL, args(stream, schema)):
         pause = _pause(until, pause)
-
-
-def try_lock(conn: Connection, stream: str, schema: str) -> bool:
-    return bool(conn.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(*args(stream, schema)))))
 
 
 def lock_record(conn: Connection) -> None:
