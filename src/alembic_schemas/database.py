@@ -388,6 +388,17 @@ def _cursors(conn: Connection, raw: Any, n: int) -> list[Any]:
     return kept[:n]
 
 
+def _as_dbapi_error(
+    conn: Connection, raw: Any, sql: str, params: Any, error: psycopg.Error
+) -> sa.exc.StatementError:
+    """``error``, raised by the psycopg connection ``raw`` behind ``conn`` on ``sql``, as
+    SQLAlchemy's DBAPIError (as ``conn.execute`` raises it); a connection it broke is
+    invalidated, so that SQLAlchemy reconnects on next use."""
+    if raw.broken or raw.closed:
+        conn.invalidate(error)
+    return sa.exc.DBAPIError.instance(sql, params, error, psycopg.Error, dialect=conn.dialect)
+
+
 def scalar_outside_transaction(conn: Connection, sql: str, params: Sequence[Any]) -> Any:
     """The first value of ``sql`` run as a statement of its own (autocommit), on a connection
     with no transaction open, which it leaves as it found it; errors come as SQLAlchemy's
@@ -401,11 +412,7 @@ def scalar_outside_transaction(conn: Connection, sql: str, params: Sequence[Any]
     try:
         row = raw.execute(sql, params, prepare=False).fetchone()
     except psycopg.Error as exc:
-        if raw.broken or raw.closed:
-            conn.invalidate(exc)
-        raise sa.exc.DBAPIError.instance(
-            sql, params, exc, psycopg.Error, dialect=conn.dialect
-        ) from None
+        raise _as_dbapi_error(conn, raw, sql, params, exc) from None
     finally:
         if not (raw.broken or raw.closed):
             raw.autocommit = previous
@@ -453,12 +460,10 @@ def send(
                 raise RowCountError(i, statements[i][0], cursors[i].rowcount)
         last = cursors[-1]
         return list(last.fetchall()) if last.description is not None else []
-    if raw.broken or raw.closed:
-        conn.invalidate(error)
     # The statement that failed is the first without a result (those after it were not run).
     failed = next((i for i, c in enumerate(cursors) if c.pgresult is None), len(cursors) - 1)
     sql, params = statements[max(failed, 0)]
-    raised = sa.exc.DBAPIError.instance(sql, params, error, psycopg.Error, dialect=conn.dialect)
+    raised = _as_dbapi_error(conn, raw, sql, params, error)
     raised.statement_index = failed  # type: ignore[attr-defined]
     raise raised
 
