@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-from . import citus, embedded, identifiers
+from . import citus, embedded, identifiers, pipeline
 from .config import EMBEDDED, HOW_TO_CHOOSE, Project, expand
 from .errors import ConfigError, DatabaseError, ErrorText, revision_prefix
 
@@ -358,7 +358,7 @@ def set_local(
         conn.execute(sa.select(*(sa.func.set_config(k, v, True) for k, v in settings.items())))
 
 
-Statement = tuple[str, Sequence[Any] | None]
+Statement = pipeline.Statement
 """SQL text and its parameters; None: sent as written (a ``%`` is text). Rendered SQL, in
 which SQLAlchemy's pyformat dialect doubled every ``%``, is sent with ``()`` to undo that."""
 
@@ -396,7 +396,14 @@ def _as_dbapi_error(
     invalidated, so that SQLAlchemy reconnects on next use."""
     if raw.broken or raw.closed:
         conn.invalidate(error)
-    return sa.exc.DBAPIError.instance(sql, params, error, psycopg.Error, dialect=conn.dialect)
+    return sa.exc.DBAPIError.instance(
+        sql,
+        params,
+        error,
+        psycopg.Error,
+        connection_invalidated=conn.invalidated,
+        dialect=conn.dialect,
+    )
 
 
 def scalar_outside_transaction(conn: Connection, sql: str, params: Sequence[Any]) -> Any:
@@ -441,6 +448,39 @@ def send(
     if not conn.in_transaction():  # autobegin, as conn.execute would: SQLAlchemy commits it
         conn.begin()
     raw: Any = conn.connection.driver_connection
+    if pipeline.usable(raw):
+        return _send_direct(conn, raw, statements, one_row)
+    # psycopg is yet to begin the transaction (as it would, with the isolation level set on
+    # the connection): its own pipeline, with a cursor per statement
+    return _send_on_cursors(conn, raw, statements, one_row)
+
+
+def _send_direct(
+    conn: Connection, raw: Any, statements: Sequence[Statement], one_row: Collection[int]
+) -> list[tuple[Any, ...]]:
+    try:
+        results = pipeline.run(raw, pipeline.queries(raw, statements))
+    except pipeline.Failed as failed:
+        sql, params = statements[failed.index]
+        raised = _as_dbapi_error(conn, raw, sql, params, failed.error)
+        raised.statement_index = failed.index  # type: ignore[attr-defined]
+        raise raised from None
+    except BaseException as exc:
+        # broken, or interrupted with results unread: the connection cannot be used again
+        # (its transaction ends on the server with it)
+        conn.invalidate(exc if isinstance(exc, Exception) else None)
+        if isinstance(exc, psycopg.Error):
+            raise _as_dbapi_error(conn, raw, statements[0][0], statements[0][1], exc) from None
+        raise
+    for i in sorted(one_row):
+        if (found := pipeline.row_count(results[i])) != 1:
+            raise RowCountError(i, statements[i][0], found)
+    return pipeline.rows(raw, results[-1])
+
+
+def _send_on_cursors(
+    conn: Connection, raw: Any, statements: Sequence[Statement], one_row: Collection[int]
+) -> list[tuple[Any, ...]]:
     error: psycopg.Error | None = None
     cursors = _cursors(conn, raw, len(statements))  # one each: its result says if it ran
     try:
