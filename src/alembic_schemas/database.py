@@ -461,10 +461,7 @@ def _send_direct(
     try:
         results = pipeline.run(raw, pipeline.queries(raw, statements))
     except pipeline.Failed as failed:
-        sql, params = statements[failed.index]
-        raised = _as_dbapi_error(conn, raw, sql, params, failed.error)
-        raised.statement_index = failed.index  # type: ignore[attr-defined]
-        raise raised from None
+        raise _failed_at(conn, raw, statements, failed.index, failed.error) from None
     except BaseException as exc:
         # broken, or interrupted with results unread: the connection cannot be used again
         # (its transaction ends on the server with it)
@@ -502,10 +499,18 @@ def _send_on_cursors(
         return list(last.fetchall()) if last.description is not None else []
     # The statement that failed is the first without a result (those after it were not run).
     failed = next((i for i, c in enumerate(cursors) if c.pgresult is None), len(cursors) - 1)
-    sql, params = statements[max(failed, 0)]
+    raise _failed_at(conn, raw, statements, failed, error)
+
+
+def _failed_at(
+    conn: Connection, raw: Any, statements: Sequence[Statement], index: int, error: psycopg.Error
+) -> sa.exc.StatementError:
+    """The error of a send whose statement ``index`` failed: it names that statement, and
+    carries its index (``statement_index``) for callers that map it to a revision."""
+    sql, params = statements[index]
     raised = _as_dbapi_error(conn, raw, sql, params, error)
-    raised.statement_index = failed  # type: ignore[attr-defined]
-    raise raised
+    raised.statement_index = index  # type: ignore[attr-defined]
+    return raised
 
 
 @contextlib.contextmanager
