@@ -50,10 +50,11 @@ class Server:
         return database.create_engine(self.url, isolation_level="AUTOCOMMIT")
 
 
-def quiesce(srv: Server, timeout: float = 60.0) -> float:
-    """Before a measurement: a CHECKPOINT, then wait (up to ``timeout`` s) until no autovacuum
-    worker runs, so that the server's background work after one measurement does not land in
-    the next one's time. Returns the seconds waited for autovacuum."""
+def quiesce(srv: Server, before: str, timeout: float = 60.0) -> float:
+    """Before the measurement ``before``: a CHECKPOINT, then wait (up to ``timeout`` s) until no
+    autovacuum worker runs, so that the server's background work after one measurement does
+    not land in the next one's time. Returns the seconds waited for autovacuum (said when
+    noticeable)."""
     engine = srv.admin_engine()
     started = time.perf_counter()
     try:
@@ -71,7 +72,10 @@ def quiesce(srv: Server, timeout: float = 60.0) -> float:
                 time.sleep(0.25)
     finally:
         engine.dispose()
-    return time.perf_counter() - started
+    waited = time.perf_counter() - started
+    if waited >= 0.5:
+        log(f"  (waited {waited:.1f} s for autovacuum before: {before})")
+    return waited
 
 
 @contextlib.contextmanager

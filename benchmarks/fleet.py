@@ -634,7 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # 1. ours, base -> head
         log("ours: upgrade every tenant")
         _common.fresh_tenants(db, engine, names)
-        settle(srv)
+        _common.quiesce(srv, "ours upgrade")
         ours = run_ours(project, jobs, f"ours upgrade (jobs={jobs})", n, postmaster)
         measurements["ours"] = ours
         if ours.error is None:
@@ -643,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # 2. ours again, nothing pending
         if ours.error is None:
             log("ours: no-op run (every tenant at head)")
-            # measured right after ours, as it always was: no settle() (with one, in a run of
+            # measured right after ours, as it always was: no quiesce (with one, in a run of
             # 10,000 tenants, this pass took 0.51 s per 1,000 instead of 0.36; cause not found)
             noop = run_ours(project, jobs, "ours no-op (all at head)", n, postmaster)
             if noop.error is None:
@@ -666,7 +666,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"  {sql_file.stat().st_size / 1e6:.1f} MB of SQL from {source}")
         _common.fresh_tenants(db, engine, names)
         log("psql floor: replaying")
-        settle(srv)
+        _common.quiesce(srv, "psql floor")
         floor = run_psql(srv, db.url, sql_file, n, postmaster)
         floor.notes.append(f"SQL from {source}")
         if floor.error is None:
@@ -679,7 +679,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sample = _common.spread_sample(names, args.sample)
             log(f"cookbook loop: {len(sample)} processes, one per tenant")
             _common.fresh_tenants(db, engine, names)
-            settle(srv)
+            _common.quiesce(srv, "cookbook loop")
             cook = run_cookbook(ini, sample, n, "cookbook loop (1 process/tenant)", postmaster)
             if cook.error is None:
                 check(cook, engine, sample)
@@ -702,14 +702,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(text)
     return 0 if all(m.ok for m in measurements.values()) else 1
-
-
-def settle(srv: _common.Server) -> None:
-    """Each measurement starts on a quiet server: the catalog churn of the one before wakes
-    autovacuum, which would otherwise land in this one's time."""
-    waited = _common.quiesce(srv)
-    if waited >= 0.5:
-        log(f"  waited {waited:.1f} s for autovacuum to finish")
 
 
 def check(m: Measurement, engine: Engine, names: Sequence[str]) -> None:

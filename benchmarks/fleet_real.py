@@ -434,9 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         postmaster = _common.postmaster_pid(srv.admin_engine())
 
         def timed(m: Measurement, run: Callable[[], None]) -> Measurement:
-            waited = _common.quiesce(srv)
-            if waited > 1:
-                log(f"  (waited {waited:.1f} s for autovacuum before: {m.name})")
+            _common.quiesce(srv, m.name)
             ms.append(measure(m, run, postmaster))
             return m
 
